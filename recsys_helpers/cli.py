@@ -1,0 +1,75 @@
+"""The course's commands: ``python -m recsys_helpers {fetch,make-sample,run,grade}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .datasets import REGISTRY
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m recsys_helpers",
+        description="Model-based recommendation course (PML chapter 5): data and tools.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fetch", help="download the real Goodreads files")
+    f.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"datasets to fetch (default: all): {', '.join(REGISTRY)}")
+
+    m = sub.add_parser("make-sample", help="write the synthetic sample files")
+    m.add_argument("--out", default=None,
+                   help="output folder (default: the course's data/ folder)")
+    m.add_argument("--size", choices=["sample", "full"], default="sample",
+                   help="sample: the bundled files; full: the real files' shapes")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--only", nargs="+", choices=list(REGISTRY), metavar="NAME")
+    m.add_argument("--python-literals", action="store_true",
+                   help="write review records as Python dict literals instead of JSON")
+
+    r = sub.add_parser("run", help="execute every notebook headless and collect the results")
+    r.add_argument("--data", choices=["sample", "full", "auto"], default=None,
+                   help="which copy of the data (default: RECSYS_DATA or auto)")
+    r.add_argument("--data-dir", default=None, help="folder holding the full files")
+    r.add_argument("--only", nargs="+", metavar="NAME",
+                   help="notebook file stems (or unique parts of them) to run")
+    r.add_argument("--out", default="build/run", help="output folder (default: build/run)")
+    r.add_argument("--timeout", type=int, default=3600, help="per-cell time limit in seconds")
+
+    g = sub.add_parser("grade", help="autograde a folder of student submissions (nbgrader)")
+    g.add_argument("submissions", help="folder with one sub-folder of notebooks per student")
+    g.add_argument("--out", default="grades.csv", help="CSV file to write")
+    g.add_argument("--timeout", type=int, default=300, help="per-cell time limit in seconds")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "fetch":
+        from .download import fetch_command
+
+        return fetch_command(args.names)
+    if args.command == "make-sample":
+        from .datasets import sample_dir
+        from .sample import make_sample
+
+        out = args.out or sample_dir()
+        make_sample(out, size=args.size, seed=args.seed, names=args.only,
+                    python_literals=args.python_literals)
+        return 0
+    if args.command == "run":
+        from .runner import run_command
+
+        return run_command(data=args.data, data_dir=args.data_dir, only=args.only,
+                           out=args.out, timeout=args.timeout)
+    if args.command == "grade":
+        from .grading import grade_command
+
+        return grade_command(args.submissions, out=args.out, timeout=args.timeout)
+    return 2  # pragma: no cover - argparse enforces a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

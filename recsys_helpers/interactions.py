@@ -1,0 +1,187 @@
+"""Interactions: ID indexing, seeded splits, sparse matrices and negative sampling.
+
+Everything here is vectorised: no Python loop runs once per interaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = [
+    "index_ids",
+    "Interactions",
+    "train_test_split",
+    "to_csr",
+    "PositiveSet",
+    "sample_negatives",
+    "sample_batch",
+    "training_mean",
+    "per_user_items",
+]
+
+
+def _rng(seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def index_ids(values) -> tuple[np.ndarray, np.ndarray]:
+    """Map raw IDs to consecutive integers ``0..n-1`` in order of first appearance.
+
+    Returns
+    -------
+    codes : int32 array, the index of each value
+    uniques : array, ``uniques[codes]`` gives the raw IDs back
+    """
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.cat.remove_unused_categories()
+    codes, uniques = pd.factorize(values)
+    return codes.astype(np.int32), np.asarray(uniques)
+
+
+@dataclass
+class Interactions:
+    """User-item interactions as parallel integer arrays.
+
+    ``user[k]`` and ``item[k]`` index ``user_ids`` / ``item_ids`` (the raw IDs);
+    ``rating[k]`` is the rating (1.0 for implicit feedback).
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, user: str = "user_id", item: str = "book_id",
+                   rating: str | None = "rating") -> Interactions:
+        """Index a DataFrame of interactions (one row each)."""
+        u, uids = index_ids(df[user])
+        i, iids = index_ids(df[item])
+        r = (df[rating].to_numpy(np.float32) if rating is not None
+             else np.ones(len(df), np.float32))
+        return cls(u, i, r, uids, iids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def subset(self, index) -> Interactions:
+        """The interactions at ``index``, sharing the same ID mappings."""
+        return Interactions(self.user[index], self.item[index], self.rating[index],
+                            self.user_ids, self.item_ids)
+
+    def csr(self, binary: bool = True) -> sp.csr_matrix:
+        """The users x items matrix of these interactions (see :func:`to_csr`)."""
+        values = None if binary else self.rating
+        return to_csr(self.user, self.item, self.n_users, self.n_items, values)
+
+    def __repr__(self) -> str:
+        return (f"Interactions({len(self):,} interactions, {self.n_users:,} users, "
+                f"{self.n_items:,} items)")
+
+
+def train_test_split(data: Interactions, test_size: float = 0.1, seed=0):
+    """Shuffle the interactions with ``seed`` and hold out a fraction ``test_size``.
+
+    Like the book, the split is over interactions (a user may appear in both parts).
+    Returns ``(train, test)`` sharing the ID mappings of ``data``.
+    """
+    if not 0 < test_size < 1:
+        raise ValueError("test_size must be between 0 and 1")
+    perm = _rng(seed).permutation(len(data))
+    n_train = int(len(data) * (1 - test_size))
+    return data.subset(perm[:n_train]), data.subset(perm[n_train:])
+
+
+def to_csr(users, items, n_users: int, n_items: int, values=None) -> sp.csr_matrix:
+    """A users x items CSR matrix in one scipy call.
+
+    With ``values=None`` the matrix is binary: 1 where the user interacted with the
+    item (repeated pairs count once).  Otherwise repeated pairs are summed.
+    """
+    users = np.asarray(users)
+    data = np.ones(users.size, np.float32) if values is None else np.asarray(values, np.float32)
+    m = sp.csr_matrix((data, (users, np.asarray(items))), shape=(n_users, n_items))
+    m.sum_duplicates()
+    if values is None:
+        m.data[:] = 1.0
+    return m
+
+
+def per_user_items(users, items, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Binary users x items CSR; row ``u``'s ``indices`` are the items of user ``u``, sorted."""
+    m = to_csr(users, items, n_users, n_items)
+    m.sort_indices()
+    return m
+
+
+class PositiveSet:
+    """The (user, item) pairs a model must treat as positives, for fast membership tests.
+
+    Pairs are stored as sorted keys ``user * n_items + item``, so that ``contains`` is a
+    vectorised :func:`numpy.searchsorted`.
+    """
+
+    def __init__(self, users, items, n_items: int):
+        self.n_items = int(n_items)
+        self.keys = np.unique(np.asarray(users, np.int64) * self.n_items + np.asarray(items))
+
+    def contains(self, users, items) -> np.ndarray:
+        """Boolean array: is each ``(users[k], items[k])`` a positive pair?"""
+        q = np.asarray(users, np.int64) * self.n_items + np.asarray(items)
+        if self.keys.size == 0:
+            return np.zeros(np.shape(q), bool)
+        pos = np.minimum(np.searchsorted(self.keys, q), self.keys.size - 1)
+        return self.keys[pos] == q
+
+    def counts(self, n_users: int) -> np.ndarray:
+        """Number of positives of each user."""
+        return np.bincount(self.keys // self.n_items, minlength=n_users)
+
+    def __len__(self) -> int:
+        return self.keys.size
+
+
+def sample_negatives(users, positives: PositiveSet, seed=None, max_rounds: int = 100):
+    """For each user in ``users``, one item drawn uniformly among the items that are not
+    among that user's ``positives``.
+
+    Rejection sampling, vectorised: draw for everyone, redraw only the rejected ones.
+    """
+    rng = _rng(seed)
+    users = np.asarray(users)
+    items = rng.integers(positives.n_items, size=users.size)
+    bad = positives.contains(users, items)
+    for _ in range(max_rounds):
+        if not bad.any():
+            return items
+        idx = np.flatnonzero(bad)
+        items[idx] = rng.integers(positives.n_items, size=idx.size)
+        bad[idx] = positives.contains(users[idx], items[idx])
+    if bad.any():
+        raise RuntimeError(
+            f"{int(bad.sum())} user(s) have (almost) no item left to use as a negative"
+        )
+    return items
+
+
+def sample_batch(n: int, batch_size: int, seed=None) -> np.ndarray:
+    """Indices of a batch drawn uniformly with replacement (as the book's random.choice)."""
+    return _rng(seed).integers(n, size=batch_size)
+
+
+def training_mean(train: Interactions) -> float:
+    """The mean rating of the training interactions."""
+    return float(np.mean(train.rating, dtype=np.float64))

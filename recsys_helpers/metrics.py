@@ -1,0 +1,144 @@
+"""Evaluation metrics, vectorised.  Each docstring states exactly what is computed.
+
+Ranking metrics take the model as a *scoring function*, so that they work for any
+model of the course (TensorFlow, implicit, or a hand-made array):
+
+* ``score(users, items) -> scores`` scores pairs (arrays of equal length);
+* ``score_users(users) -> matrix`` scores every item for each user (rows = users).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import rankdata
+
+from .interactions import PositiveSet, sample_negatives
+
+__all__ = ["mse", "auc_sampled", "auc_exact", "precision_recall_at_k"]
+
+
+def _rng(seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def mse(predictions, labels) -> float:
+    r"""Mean squared error, :math:`\frac1n \sum_k (p_k - y_k)^2`."""
+    p = np.asarray(predictions, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if p.shape != y.shape:
+        raise ValueError(f"predictions {p.shape} and labels {y.shape} differ in shape")
+    if p.size == 0:
+        raise ValueError("mse of an empty set")
+    return float(np.mean((p - y) ** 2))
+
+
+def _win(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """1 where the positive scores higher, 1/2 on a tie, 0 otherwise."""
+    return (pos > neg) + 0.5 * (pos == neg)
+
+
+def auc_sampled(score, test_users, test_items, interacted: PositiveSet, n_per_user: int = 10,
+                seed=0) -> float:
+    """AUC in the book's sampled protocol.
+
+    For each user with held-out (test) interactions: draw ``N = min(n_per_user, number
+    of the user's test items)`` of those test items without replacement (the
+    positives), and ``N`` items the user never interacted with (the negatives: items
+    not in ``interacted``, which should hold the training *and* test pairs), uniformly.
+    Pair the k-th positive with the k-th negative; the user's AUC is the fraction of
+    pairs where the positive scores higher (a tie counts one half).  The result is the
+    mean over users.
+
+    Parameters
+    ----------
+    score : callable ``(users, items) -> scores``
+    test_users, test_items : int arrays, the held-out pairs
+    interacted : PositiveSet of every known (user, item) pair
+    """
+    rng = _rng(seed)
+    tu = np.asarray(test_users)
+    ti = np.asarray(test_items)
+    # Random order within each user, then keep each user's first N.
+    order = np.lexsort((rng.random(tu.size), tu))
+    tu, ti = tu[order], ti[order]
+    starts = np.flatnonzero(np.r_[True, tu[1:] != tu[:-1]])
+    rank = np.arange(tu.size) - np.repeat(starts, np.diff(np.r_[starts, tu.size]))
+    keep = rank < n_per_user
+    users, pos = tu[keep], ti[keep]
+    neg = sample_negatives(users, interacted, rng)
+    wins = _win(np.asarray(score(users, pos)), np.asarray(score(users, neg)))
+    uniq, inv = np.unique(users, return_inverse=True)
+    per_user = np.bincount(inv, weights=wins) / np.bincount(inv)
+    return float(per_user.mean())
+
+
+def _test_users(test: sp.csr_matrix, max_users, seed) -> np.ndarray:
+    users = np.flatnonzero(np.diff(test.indptr))
+    if max_users is not None and users.size > max_users:
+        users = np.sort(_rng(seed).choice(users, size=max_users, replace=False))
+    return users
+
+
+def _chunks(users: np.ndarray, n_items: int, budget: int = 4_000_000):
+    step = max(1, budget // max(n_items, 1))
+    for s in range(0, users.size, step):
+        yield users[s:s + step]
+
+
+def auc_exact(score_users, train: sp.csr_matrix, test: sp.csr_matrix, max_users=None,
+              seed=0) -> float:
+    """Exact per-user AUC against every item the user never interacted with.
+
+    For each user ``u`` with test items ``P_u``, let ``N_u`` be the items that are
+    neither in ``u``'s training row nor in ``P_u``.  The user's AUC is the fraction of
+    pairs ``(i in P_u, j in N_u)`` with ``score(u, i) > score(u, j)`` (ties count one
+    half), computed from ranks of one chunked matrix product per batch of users.  The
+    result is the mean over users (a random ``max_users`` of them, if given).
+
+    Parameters
+    ----------
+    score_users : callable ``(users) -> (len(users), n_items) scores``
+    train, test : users x items binary CSR matrices
+    """
+    test = sp.csr_matrix(test, dtype=np.float32)
+    excluded = sp.csr_matrix(train, dtype=np.float32) - test.multiply(train)
+    excluded.eliminate_zeros()
+    n_items = test.shape[1]
+    aucs = []
+    for chunk in _chunks(_test_users(test, max_users, seed), n_items):
+        s = np.array(score_users(chunk), dtype=np.float64)
+        ex = excluded[chunk]
+        s[ex.nonzero()] = -np.inf  # excluded items rank below everything
+        ranks = rankdata(s, axis=1)
+        te = test[chunk].tocoo()
+        n_ex = np.diff(ex.indptr)
+        n_pos = np.diff(test[chunk].indptr)
+        rank_sum = np.bincount(te.row, weights=ranks[te.row, te.col] - n_ex[te.row],
+                               minlength=len(chunk))
+        n_neg = n_items - n_ex - n_pos
+        ok = n_neg > 0
+        aucs.append((rank_sum[ok] - n_pos[ok] * (n_pos[ok] + 1) / 2) / (n_pos[ok] * n_neg[ok]))
+    return float(np.concatenate(aucs).mean())
+
+
+def precision_recall_at_k(score_users, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 10,
+                          max_users=None, seed=0) -> tuple[float, float]:
+    """Precision@K and recall@K of top-K recommendation.
+
+    For each user with test items ``P_u``, rank every item the user did not interact
+    with in training and take the top ``k``.  Precision@K is ``|top_k ∩ P_u| / k``,
+    recall@K is ``|top_k ∩ P_u| / |P_u|``; both are averaged over users.
+    """
+    test = sp.csr_matrix(test)
+    train = sp.csr_matrix(train)
+    prec, rec = [], []
+    for chunk in _chunks(_test_users(test, max_users, seed), test.shape[1]):
+        s = np.array(score_users(chunk), dtype=np.float64)
+        s[train[chunk].nonzero()] = -np.inf
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        hits = np.asarray(test[chunk][np.arange(len(chunk))[:, None], top].sum(axis=1)).ravel()
+        n_pos = np.diff(test[chunk].indptr)
+        prec.append(hits / k)
+        rec.append(hits / n_pos)
+    return float(np.concatenate(prec).mean()), float(np.concatenate(rec).mean())

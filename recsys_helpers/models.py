@@ -1,0 +1,143 @@
+"""The chapter's two TensorFlow models and their compiled training step.
+
+Both models are ``tf.Module`` subclasses: a ``tf.Variable`` stored as an attribute of a
+``tf.Module`` is tracked, so ``model.trainable_variables`` lists it.  (On Keras 3 a
+``tf.keras.Model`` does *not* track raw ``tf.Variable`` attributes, and the book's
+training loop then silently trains nothing.)
+
+The chapter notebooks show this code verbatim; a test keeps the two copies identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import trange
+
+__all__ = ["LatentFactorModel", "BPRModel", "make_train_step", "fit"]
+
+
+class LatentFactorModel(tf.Module):
+    r"""Latent factor model for rating prediction.
+
+    .. math:: \hat r(u, i) = \alpha + \beta_u + \beta_i + \gamma_u \cdot \gamma_i
+
+    trained on :math:`\frac{1}{2|B|}\sum_{(u,i,r)\in B} (\hat r(u,i) - r)^2 +
+    \lambda\,(\|\beta_u\|^2 + \|\beta_i\|^2 + \|\gamma_u\|^2 + \|\gamma_i\|^2)`
+    for batches :math:`B` of training interactions.
+    """
+
+    def __init__(self, mu, n_users, n_items, K, lamb, seed=0):
+        super().__init__()
+        init = tf.random.Generator.from_seed(seed)
+        self.alpha = tf.Variable(mu, dtype=tf.float32, name="alpha")  # start at the mean
+        self.beta_u = tf.Variable(init.normal([n_users], stddev=0.001), name="beta_u")
+        self.beta_i = tf.Variable(init.normal([n_items], stddev=0.001), name="beta_i")
+        self.gamma_u = tf.Variable(init.normal([n_users, K], stddev=0.001), name="gamma_u")
+        self.gamma_i = tf.Variable(init.normal([n_items, K], stddev=0.001), name="gamma_i")
+        self.lamb = lamb
+
+    def predict(self, u, i):
+        """Predicted ratings for arrays of users ``u`` and items ``i``."""
+        return (self.alpha
+                + tf.gather(self.beta_u, u)
+                + tf.gather(self.beta_i, i)
+                + tf.reduce_sum(tf.gather(self.gamma_u, u) * tf.gather(self.gamma_i, i), axis=1))
+
+    def reg(self):
+        """The regulariser: lambda times the sum of squared parameters (alpha excepted)."""
+        return self.lamb * (tf.reduce_sum(self.beta_u ** 2)
+                            + tf.reduce_sum(self.beta_i ** 2)
+                            + tf.reduce_sum(self.gamma_u ** 2)
+                            + tf.reduce_sum(self.gamma_i ** 2))
+
+    def loss(self, u, i, r):
+        """The objective on one batch: half the mean squared error plus the regulariser."""
+        r = tf.cast(r, tf.float32)
+        return tf.nn.l2_loss(self.predict(u, i) - r) / tf.cast(tf.size(r), tf.float32) + self.reg()
+
+
+class BPRModel(tf.Module):
+    r"""Bayesian Personalized Ranking with a latent factor score.
+
+    .. math:: x_{u,i} = \beta_i + \gamma_u \cdot \gamma_i
+
+    trained on :math:`-\frac{1}{|B|}\sum_{(u,i,j)\in B} \ln \sigma(x_{u,i} - x_{u,j})
+    + \lambda\,(\|\beta_i\|^2 + \|\gamma_u\|^2 + \|\gamma_i\|^2)/2`, where ``i`` is an item
+    the user interacted with and ``j`` one they did not.
+    """
+
+    def __init__(self, n_users, n_items, K, lamb, seed=0):
+        super().__init__()
+        init = tf.random.Generator.from_seed(seed)
+        self.beta_i = tf.Variable(init.normal([n_items], stddev=0.001), name="beta_i")
+        self.gamma_u = tf.Variable(init.normal([n_users, K], stddev=0.001), name="gamma_u")
+        self.gamma_i = tf.Variable(init.normal([n_items, K], stddev=0.001), name="gamma_i")
+        self.lamb = lamb
+
+    def score(self, u, i):
+        """Scores x_ui for arrays of users ``u`` and items ``i`` (higher ranks first)."""
+        return tf.gather(self.beta_i, i) + tf.reduce_sum(
+            tf.gather(self.gamma_u, u) * tf.gather(self.gamma_i, i), axis=1)
+
+    def score_users(self, u):
+        """Scores of every item for each user in ``u``: a len(u) x n_items matrix."""
+        return tf.matmul(tf.gather(self.gamma_u, u), self.gamma_i, transpose_b=True) + self.beta_i
+
+    def reg(self):
+        """The regulariser: lambda times half the sum of squared parameters."""
+        return self.lamb * (tf.nn.l2_loss(self.beta_i)
+                            + tf.nn.l2_loss(self.gamma_u)
+                            + tf.nn.l2_loss(self.gamma_i))
+
+    def loss(self, u, i, j):
+        """The objective on one batch of (user, positive item, negative item) triples."""
+        x_uij = self.score(u, i) - self.score(u, j)
+        return -tf.reduce_mean(tf.math.log_sigmoid(x_uij)) + self.reg()
+
+
+def make_train_step(model, optimizer):
+    """A training step compiled with ``tf.function``: one gradient update on one batch.
+
+    The returned function takes the batch's arrays (as ``model.loss`` does) and returns
+    the objective before the update.
+    """
+
+    @tf.function
+    def train_step(*batch):
+        with tf.GradientTape() as tape:
+            objective = model.loss(*batch)
+        variables = model.trainable_variables
+        gradients = tape.gradient(objective, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+        return objective
+
+    return train_step
+
+
+def fit(train_step, next_batch, steps, evaluate=None, every=10, desc="training"):
+    """Run ``steps`` training steps with a progress bar; return the learning curve.
+
+    Parameters
+    ----------
+    train_step : callable, from :func:`make_train_step`
+    next_batch : callable returning the next batch as a tuple of numpy arrays
+    evaluate : callable returning a dict of figures (e.g. ``{"test_mse": ...}``), called
+        every ``every`` steps and after the last one
+    Returns
+    -------
+    dict of lists: ``step``, ``objective`` and one list per figure of ``evaluate``.
+    """
+    history = {"step": [], "objective": []}
+    bar = trange(steps, desc=desc)
+    for t in bar:
+        objective = float(train_step(*(tf.constant(a) for a in next_batch())))
+        if (t + 1) % every == 0 or t + 1 == steps:
+            history["step"].append(t + 1)
+            history["objective"].append(objective)
+            figures = evaluate() if evaluate is not None else {}
+            for key, value in figures.items():
+                history.setdefault(key, []).append(float(value))
+            bar.set_postfix(objective=f"{objective:.4f}",
+                            **{k: f"{v:.4f}" for k, v in figures.items()})
+    return {k: np.asarray(v) for k, v in history.items()}

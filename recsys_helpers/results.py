@@ -1,0 +1,72 @@
+"""Recording a notebook's key figures so that the runner and the tests can read them back.
+
+A notebook calls ``record("test_mse", value)``.  Inside Jupyter this displays one
+output of a custom MIME type (:data:`MIME_TYPE`) beside a readable text line; the
+figures are then stored in the executed notebook and :func:`read_results` collects
+them.  Outside Jupyter it just prints the line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from pathlib import Path
+
+__all__ = ["MIME_TYPE", "record", "read_results", "results_from_outputs"]
+
+MIME_TYPE = "application/vnd.recsys-course.figure+json"
+
+
+def _plain(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"cannot record a non-finite figure: {value}")
+        return value
+    if hasattr(value, "item"):  # numpy / TensorFlow scalars
+        return _plain(value.item() if not hasattr(value, "numpy") else value.numpy().item())
+    raise TypeError(f"record() takes numbers or strings, not {type(value).__name__}")
+
+
+def record(name: str, value):
+    """Record one figure of the notebook (a number or a short string) and show it."""
+    value = _plain(value)
+    text = f"{name} = {value:.4f}" if isinstance(value, float) else f"{name} = {value}"
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display({MIME_TYPE: {name: value}, "text/plain": text}, raw=True)
+            return value
+    except ImportError:  # pragma: no cover - IPython comes with Jupyter
+        pass
+    print(text)
+    return value
+
+
+def results_from_outputs(outputs) -> dict:
+    """The figures recorded in a list of cell outputs (nbformat dicts)."""
+    found = {}
+    for out in outputs:
+        data = out.get("data", {}) if isinstance(out, dict) else {}
+        if MIME_TYPE in data:
+            payload = data[MIME_TYPE]
+            found.update(json.loads(payload) if isinstance(payload, str) else payload)
+    return found
+
+
+def read_results(notebook) -> dict:
+    """All figures recorded in an executed notebook (a path or an nbformat node)."""
+    if isinstance(notebook, (str, Path)):
+        notebook = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    found = {}
+    for cell in notebook["cells"]:
+        if cell.get("cell_type") == "code":
+            found.update(results_from_outputs(cell.get("outputs", [])))
+    return found
