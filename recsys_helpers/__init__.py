@@ -16,9 +16,15 @@ One module per concern:
 TensorFlow is imported only by ``models``.
 """
 
-from .datasets import DataFormatError, load, locate
-from .reproducibility import seed_everything
-from .results import record
+import os as _os
+
+# TensorFlow's C++ start-up messages (CUDA probes on a machine without a GPU, CPU
+# instruction notices) clutter the notebooks; set TF_CPP_MIN_LOG_LEVEL=0 to see them.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from .datasets import DataFormatError, load, locate  # noqa: E402
+from .reproducibility import seed_everything  # noqa: E402
+from .results import record  # noqa: E402
 
 __version__ = "1.0.0"
 __all__ = ["DataFormatError", "load", "locate", "record", "seed_everything", "__version__"]

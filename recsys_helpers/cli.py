@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="notebook file stems (or unique parts of them) to run")
     r.add_argument("--out", default="build/run", help="output folder (default: build/run)")
     r.add_argument("--timeout", type=int, default=3600, help="per-cell time limit in seconds")
+    r.add_argument("--inplace", action="store_true",
+                   help="also save each executed notebook over its source (to refresh the "
+                        "committed outputs; use with --data sample)")
 
     g = sub.add_parser("grade", help="autograde a folder of student submissions (nbgrader)")
     g.add_argument("submissions", help="folder with one sub-folder of notebooks per student")
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
         from .runner import run_command
 
         return run_command(data=args.data, data_dir=args.data_dir, only=args.only,
-                           out=args.out, timeout=args.timeout)
+                           out=args.out, timeout=args.timeout, inplace=args.inplace)
     if args.command == "grade":
         from .grading import grade_command
 

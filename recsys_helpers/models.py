@@ -10,9 +10,38 @@ The chapter notebooks show this code verbatim; a test keeps the two copies ident
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import numpy as np
-import tensorflow as tf
 from tqdm.auto import trange
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence messages that TensorFlow's C++ runtime writes straight to file descriptor 2.
+
+    On a machine without a GPU, TensorFlow probes for CUDA at start-up and logs the failed
+    probes before its log level applies; they are noise for this course.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with _native_stderr_silenced():
+    import tensorflow as tf
+
+    tf.constant(0.0)  # initialise the devices now, while the probes are silenced
 
 __all__ = ["LatentFactorModel", "BPRModel", "make_train_step", "fit"]
 

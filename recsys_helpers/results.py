@@ -33,7 +33,7 @@ def _plain(value):
     raise TypeError(f"record() takes numbers or strings, not {type(value).__name__}")
 
 
-def record(name: str, value):
+def record(name: str, value) -> None:
     """Record one figure of the notebook (a number or a short string) and show it."""
     value = _plain(value)
     text = f"{name} = {value:.4f}" if isinstance(value, float) else f"{name} = {value}"
@@ -43,11 +43,10 @@ def record(name: str, value):
 
         if get_ipython() is not None:
             display({MIME_TYPE: {name: value}, "text/plain": text}, raw=True)
-            return value
+            return
     except ImportError:  # pragma: no cover - IPython comes with Jupyter
         pass
     print(text)
-    return value
 
 
 def results_from_outputs(outputs) -> dict:

@@ -99,9 +99,9 @@ def generate_interactions(spec: SampleSpec, rng: np.random.Generator):
     """
     nu, ni, n = spec.n_users, spec.n_items, spec.n_records
     genre = rng.permutation(np.arange(ni) % _N_GENRES)  # every genre has books
-    popularity = rng.lognormal(0.0, 1.3, size=ni)
+    popularity = rng.lognormal(0.0, 1.0, size=ni)
     activity = rng.lognormal(0.0, 1.0, size=nu)
-    prefs = rng.dirichlet(np.full(_N_GENRES, 0.25), size=nu)
+    prefs = rng.dirichlet(np.full(_N_GENRES, 0.1), size=nu)
 
     # Users: every user at least once, the rest in proportion to activity.
     counts = 1 + rng.multinomial(int(n * 1.25) - nu, activity / activity.sum())
@@ -209,7 +209,7 @@ def _review_lines(spec: SampleSpec, rng: np.random.Generator, python_literals: b
         d_add, d_upd, d_read, d_start = next(dates)
         rec = {
             "user_id": user_ids[users[k]],
-            "book_id": book_ids[items[k]],
+            "book_id": str(book_ids[items[k]]),  # np.str_ would repr as np.str_(...)
             "review_id": review_ids[k],
             "rating": int(ratings[k]),
             "review_text": text,

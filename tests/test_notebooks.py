@@ -1,0 +1,136 @@
+"""The chapter notebooks: what they record shows learning, their model code matches the
+package, the committed copies are clean, and the headless runner works end to end.
+
+The notebooks themselves are executed by nbval (``pytest`` collects ``notebooks/``); the
+figures they record are read through the ``notebook_figures`` fixture (see conftest.py).
+"""
+
+import ast
+import inspect
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recsys_helpers import models
+from recsys_helpers.datasets import load
+from recsys_helpers.interactions import Interactions
+from recsys_helpers.runner import BOOK_FIGURES, course_notebooks, select
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _cells(path, kind="code"):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return [c for c in nb["cells"] if c["cell_type"] == kind]
+
+
+def _source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+# ---------------------------------------------------------------- figures show learning
+
+def test_surprise_svd_beats_the_baselines(notebook_figures):
+    f = notebook_figures("01_latent_factor_surprise")
+    assert f["test_mse"] < f["mse_baseline_only"] < f["mse_always_mean"]
+
+
+def test_implicit_bpr_ranks_held_out_interactions(notebook_figures):
+    f = notebook_figures("02_bpr_implicit")
+    reviews = Interactions.from_frame(load("fantasy_reviews", ["user_id", "book_id"],
+                                           data="sample"), rating=None)
+    assert (f["n_users"], f["n_items"]) == (reviews.n_users, reviews.n_items)
+    assert f["auc"] > 0.7
+    assert f["auc_exact"] > 0.7
+    assert 0 < f["precision_at_10"] <= 1
+
+
+def test_tensorflow_lfm_learns(notebook_figures):
+    f = notebook_figures("03_latent_factor_tensorflow")
+    assert f["test_mse"] < f["mse_always_mean"]
+    assert f["param_change"] > 1e-3  # every variable moved away from its initial value
+
+
+def test_tensorflow_bpr_learns(notebook_figures):
+    f = notebook_figures("04_bpr_tensorflow")
+    assert f["auc_sampled"] > 0.7
+    assert f["auc_exact"] > 0.7
+    assert f["auc_sampled"] > f["auc_popularity"]
+    assert f["param_change"] > 1e-3
+
+
+# ---------------------------------------------------------------- one implementation
+
+@pytest.mark.parametrize("name", ["03_latent_factor_tensorflow", "04_bpr_tensorflow"])
+def test_model_code_shown_in_notebook_is_the_package_code(name):
+    shown = [c for c in _cells(ROOT / "notebooks" / f"{name}.ipynb")
+             if "model-code" in c["metadata"].get("tags", [])]
+    assert shown, f"{name} shows no model code"
+    for cell in shown:
+        source = _source(cell)
+        defined = [n.name for n in ast.parse(source).body
+                   if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
+        assert defined, "a model-code cell must define the model or the training step"
+        package = "\n\n\n".join(inspect.getsource(getattr(models, n)).strip() for n in defined)
+        assert source.strip() == package, (
+            f"{name}: the code shown for {defined} differs from recsys_helpers.models; "
+            "re-generate the cell from the package")
+
+
+# ---------------------------------------------------------------- committed copies
+
+@pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: p.stem)
+def test_committed_notebook_is_executed_and_clean(path):
+    text = path.read_text(encoding="utf-8")
+    code = _cells(path)
+    assert code and all(c.get("execution_count") for c in code), "re-execute on the sample"
+    assert any(c.get("outputs") for c in code)
+    assert not re.search(r"/(home|root|work|tmp|Users)/", text), "an absolute path is saved"
+    first = _source(_cells(path, "markdown")[0]).lower()
+    assert "synthetic" in first and "real" in first, "say where the outputs come from"
+    assert any("parameters" in c["metadata"].get("tags", []) for c in code)
+
+
+# ---------------------------------------------------------------- the runner
+
+def test_runner_runs_one_notebook_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys_helpers", "run", "--only", "01_latent_factor_surprise",
+         "--data", "sample", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    figures = results["01_latent_factor_surprise"]
+    assert figures["test_mse"] < figures["mse_always_mean"]
+    md = (out / "results.md").read_text()
+    assert f"{BOOK_FIGURES[('01_latent_factor_surprise', 'test_mse')]:.3f}" in md
+    assert (out / "01_latent_factor_surprise.html").stat().st_size > 10_000
+    executed = json.loads((out / "01_latent_factor_surprise.ipynb").read_text())
+    assert all(c.get("execution_count") for c in executed["cells"] if c["cell_type"] == "code")
+
+
+def test_runner_names_the_failing_notebook_and_cell_on_bad_data(tmp_path):
+    bad = tmp_path / "data"
+    bad.mkdir()
+    (bad / "goodreads_fantasy.tsv").write_text("u1\tb1\t4\nu2\tb2\tfive\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys_helpers", "run", "--only", "01_latent",
+         "--data", "full", "--data-dir", str(bad), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert "01_latent_factor_surprise.ipynb: cell" in proc.stderr
+    assert "DataFormatError" in proc.stderr and "line 2" in proc.stderr
+
+
+def test_runner_rejects_an_unknown_notebook():
+    with pytest.raises(ValueError, match="matches no notebook"):
+        select(["no_such_notebook"])
+    proc = subprocess.run([sys.executable, "-m", "recsys_helpers", "run", "--only", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no notebook" in proc.stderr
