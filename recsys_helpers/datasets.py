@@ -227,6 +227,19 @@ def _parse_record(line: bytes | str, path: Path, lineno: int) -> dict:
     return rec
 
 
+def _as_int(value, field: str, path: Path, lineno: int) -> int:
+    """The value of an integer field: an int, an integral float or a numeral string."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise DataFormatError(f"{path}, line {lineno}: field {field!r} is not an integer: "
+                          f"{str(value)[:40]!r}")
+
+
 def _iter_lines(path: Path):
     """Yield (line number, raw line) of a plain or gzip file, with clear errors."""
     path = Path(path)
@@ -271,10 +284,15 @@ def load_reviews(path: str | os.PathLike, fields=_DEFAULT_REVIEW_FIELDS, *,
         raise ValueError(f"unknown review fields {unknown}; known: {REVIEW_FIELDS}")
     if cache:
         df = _read_cache(path, fields)
-        if df is not None:
+        # A cache built with skipped lines must not satisfy a strict load: re-read, so
+        # that the malformed line is reported.
+        if df is not None and (skip_bad_lines or not df.attrs["skipped_lines"]):
+            if df.attrs["skipped_lines"]:
+                print(f"{path.name}: skipped {df.attrs['skipped_lines']:,} malformed line(s)")
             return df
     columns: dict[str, list] = {f: [] for f in fields}
     appenders = [(f, columns[f].append) for f in fields]
+    int_pos = [k for k, f in enumerate(fields) if f in _INT_FIELDS]
     skipped = 0
     for lineno, line in _iter_lines(path):
         if not line.strip():
@@ -282,6 +300,9 @@ def load_reviews(path: str | os.PathLike, fields=_DEFAULT_REVIEW_FIELDS, *,
         try:
             rec = _parse_record(line, path, lineno)
             values = [rec[f] for f in fields]
+            for k in int_pos:
+                if type(values[k]) is not int:
+                    values[k] = _as_int(values[k], fields[k], path, lineno)
         except KeyError as exc:
             if skip_bad_lines:
                 skipped += 1
@@ -304,8 +325,9 @@ def load_reviews(path: str | os.PathLike, fields=_DEFAULT_REVIEW_FIELDS, *,
         if f in _INT_FIELDS:
             try:
                 data[f] = np.asarray(columns[f], dtype=np.int32)
-            except (TypeError, ValueError):
-                raise DataFormatError(f"{path}: field {f!r} holds non-integer values") from None
+            except (TypeError, ValueError, OverflowError):
+                raise DataFormatError(f"{path}: field {f!r} holds values out of the int32 "
+                                      "range") from None
         else:
             data[f] = pd.Categorical(pd.Series(columns[f], dtype=object).astype(str))
     df = pd.DataFrame(data)
@@ -327,11 +349,16 @@ def load_ratings_tsv(path: str | os.PathLike, *, skip_bad_lines: bool = False) -
         raise DataFormatError(f"{path}: the file is empty")
     if not skip_bad_lines:
         try:
-            df = pd.read_csv(path, sep="\t", header=None, names=["user", "item", "rating"],
-                             dtype={"user": str, "item": str, "rating": np.float32},
-                             keep_default_na=False, na_values={"rating": [""]}, quoting=3,
+            # No ``names``: given three names, pandas would silently read a file with a
+            # fourth column by taking the first column as the index.
+            df = pd.read_csv(path, sep="\t", header=None,
+                             dtype={0: str, 1: str, 2: np.float32},
+                             keep_default_na=False, na_values={2: [""]}, quoting=3,
                              engine="c")
-            if not df.empty and not df.isna().to_numpy().any() and np.isfinite(df["rating"]).all():
+            if df.shape[1] == 3:
+                df.columns = ["user", "item", "rating"]
+            if (df.shape[1] == 3 and not df.empty and not df.isna().to_numpy().any()
+                    and np.isfinite(df["rating"]).all()):
                 df["user"] = df["user"].astype("category")
                 df["item"] = df["item"].astype("category")
                 df.attrs["skipped_lines"] = 0
@@ -471,16 +498,21 @@ def check_file(path: str | os.PathLike, fmt: str, n_records: int = 100) -> None:
         with open(path, "rb") as fh:
             head = b"".join(fh.readline() for _ in range(n_records))
         tmp = io.StringIO(head.decode("utf-8", "replace"))
-        lineno = 0
+        seen = 0
         for lineno, line in enumerate(tmp, 1):
-            parts = line.rstrip("\r\n").split("\t")
+            line = line.rstrip("\r\n")
+            if not line:
+                continue  # as load_ratings_tsv does
+            parts = line.split("\t")
             if len(parts) != 3:
                 raise DataFormatError(f"{path}, line {lineno}: expected 3 tab-separated columns")
             try:
-                float(parts[2])
+                if not np.isfinite(float(parts[2])):
+                    raise ValueError
             except ValueError:
                 raise DataFormatError(f"{path}, line {lineno}: rating {parts[2]!r} is not a number") from None
-        if lineno == 0:
+            seen += 1
+        if seen == 0:
             raise DataFormatError(f"{path}: the file is empty")
         return
     seen = 0

@@ -1,0 +1,73 @@
+"""Tests of the command line, ``python -m recsys_helpers``, run as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from recsys_helpers.datasets import REGISTRY, load_reviews, sample_dir
+
+COMICS = REGISTRY["comics_reviews"].filename
+
+
+def _run(args, tmp_path, **env_overrides) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update({
+        # Nothing may leave the machine: port 9 (discard) on the loopback interface.
+        "RECSYS_DATA_URL": "http://127.0.0.1:9/",
+        "RECSYS_DATA_DIR": str(tmp_path / "downloads"),
+        "RECSYS_DATA": "sample",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    })
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, "-m", "recsys_helpers", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_the_commands(tmp_path):
+    result = _run(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for command in ("fetch", "make-sample", "run", "grade"):
+        assert command in result.stdout
+    sub = _run(["make-sample", "--help"], tmp_path)
+    assert sub.returncode == 0
+    for option in ("--out", "--seed", "--only", "--size", "--python-literals"):
+        assert option in sub.stdout
+
+
+def test_no_command_is_an_error(tmp_path):
+    result = _run([], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr
+
+
+def test_make_sample_writes_the_file(tmp_path):
+    out = tmp_path / "out"
+    result = _run(["make-sample", "--out", str(out), "--only", "comics_reviews"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [COMICS]
+    assert COMICS in result.stdout
+    # The default seed is the bundled sample's.
+    assert (out / COMICS).read_bytes() == (sample_dir() / COMICS).read_bytes()
+    df = load_reviews(out / COMICS, cache=False)
+    assert len(df) > 1000
+
+
+def test_make_sample_rejects_unknown_name(tmp_path):
+    out = tmp_path / "out"
+    result = _run(["make-sample", "--out", str(out), "--only", "movies"], tmp_path)
+    assert result.returncode == 2
+    assert "movies" in result.stderr
+    assert not out.exists()
+
+
+def test_fetch_unknown_name(tmp_path):
+    name = "unknown_name"
+    result = _run(["fetch", name], tmp_path)
+    assert result.returncode == 2
+    assert name in result.stderr
+    for ds in REGISTRY.values():
+        assert ds.name in result.stderr  # says which names exist
+    assert result.stdout == ""
+    assert not (tmp_path / "downloads").exists()
