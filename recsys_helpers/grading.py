@@ -1,0 +1,201 @@
+"""Autograding the chapter 5 exercises with nbgrader.
+
+``python -m recsys_helpers grade SUBMISSIONS --out grades.csv`` grades a folder holding
+one sub-folder per student, each with that student's exercise notebooks under their
+original names (``exercise_5_1.ipynb`` ...).  It builds a temporary nbgrader course from
+the committed source notebooks and configuration (``notebooks/exercises``), runs
+``nbgrader autograde`` once per student in its own process with a per-cell time limit,
+and reads the scores from nbgrader's gradebook.  A student whose notebook crashes, loops
+forever or lost cells does not stop the others; a test cell a student edited is restored
+by nbgrader from its checksummed original before grading, and reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ASSIGNMENT", "EXERCISES_DIR", "exercise_names", "grade", "grade_command",
+           "generate_student_versions"]
+
+ASSIGNMENT = "chapter5"
+EXERCISES_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "exercises"
+_SOURCE = "solutions"
+_RELEASE = "student"
+
+
+@dataclass
+class Grade:
+    student: str
+    exercise: str
+    score: float
+    max_score: float
+
+
+def exercise_names() -> list[str]:
+    """The exercise notebooks' names (without ``.ipynb``), in order."""
+    return sorted(p.stem for p in (EXERCISES_DIR / _SOURCE / ASSIGNMENT).glob("*.ipynb"))
+
+
+def _environment() -> dict:
+    env = dict(os.environ)
+    # nbgrader runs its database migrations with the `alembic` command of this environment.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["RECSYS_DATA"] = "sample"  # grade on the bundled sample: fast and the same for all
+    env.pop("RECSYS_DATA_DIR", None)
+    return env
+
+
+def _nbgrader(args, cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=_environment(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _make_course(root: Path, cell_timeout: int) -> None:
+    """A course folder with the committed configuration and source notebooks."""
+    shutil.copytree(EXERCISES_DIR / _SOURCE / ASSIGNMENT, root / _SOURCE / ASSIGNMENT)
+    config = (EXERCISES_DIR / "nbgrader_config.py").read_text(encoding="utf-8")
+    config += f"\nc.Execute.timeout = {int(cell_timeout)}\n"
+    (root / "nbgrader_config.py").write_text(config, encoding="utf-8")
+
+
+def generate_student_versions(course: Path = EXERCISES_DIR) -> Path:
+    """Run ``nbgrader generate_assignment`` in ``course``; return the student folder."""
+    proc = _nbgrader(["generate_assignment", ASSIGNMENT, "--force"], cwd=course, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{proc.stdout}\n{proc.stderr}")
+    return course / _RELEASE / ASSIGNMENT
+
+
+def _student_id(name: str) -> str:
+    sid = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._")
+    return sid or "student"
+
+
+def grade(submissions, cell_timeout: int = 300, progress: bool = True,
+          workdir: str | os.PathLike | None = None) -> tuple[list[Grade], list[str]]:
+    """Autograde every student folder in ``submissions``.
+
+    Returns ``(grades, problems)``: one :class:`Grade` per student and exercise (a missing
+    or ungradable notebook scores 0), and human-readable notes on what went wrong
+    (crashes, time-outs, edited test cells), one per line.
+    """
+    from tqdm.auto import tqdm
+
+    submissions = Path(submissions)
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"{submissions}: no such folder of submissions")
+    students = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not students:
+        raise ValueError(f"{submissions} holds no student folders (one folder per student)")
+    ids = {}
+    for folder in students:
+        sid = _student_id(folder.name)
+        while sid in ids.values():
+            sid += "_"
+        ids[folder] = sid
+    exercises = exercise_names()
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="recsys-grade-", dir=workdir) as tmp:
+        course = Path(tmp)
+        _make_course(course, cell_timeout)
+        generate_student_versions(course)  # records the tests and their checksums
+        bar = tqdm(students, desc="grading", unit="student", disable=not progress)
+        for folder in bar:
+            sid = ids[folder]
+            bar.set_postfix_str(sid)
+            target = course / "submitted" / sid / ASSIGNMENT
+            target.mkdir(parents=True)
+            for name in exercises:
+                if (folder / f"{name}.ipynb").is_file():
+                    shutil.copy2(folder / f"{name}.ipynb", target / f"{name}.ipynb")
+                else:
+                    problems.append(f"{folder.name}/{name}.ipynb: not submitted")
+            try:
+                proc = _nbgrader(["autograde", ASSIGNMENT, "--student", sid, "--force",
+                                  "--create"], cwd=course,
+                                 timeout=cell_timeout * 60 + 600)
+                log = proc.stdout + proc.stderr
+                if proc.returncode != 0:
+                    problems.append(f"{folder.name}: nbgrader could not grade every notebook "
+                                    f"({_last_error(log)})")
+            except subprocess.TimeoutExpired:
+                log = ""
+                problems.append(f"{folder.name}: grading exceeded its overall time limit")
+            problems.extend(_notes_from_log(folder.name, log))
+        grades = _read_gradebook(course, students, ids, exercises)
+    return grades, problems
+
+
+def _last_error(log: str) -> str:
+    errors = [line for line in log.splitlines() if "ERROR" in line]
+    return errors[-1].split("]", 1)[-1].strip()[:200] if errors else "see nbgrader's log"
+
+
+def _notes_from_log(student: str, log: str) -> list[str]:
+    notes = []
+    current = None
+    for line in log.splitlines():
+        m = re.search(r"autograded/[^/]+/[^/]+/([^/\s]+)\.ipynb", line) or re.search(
+            r"submitted/[^/]+/[^/]+/([^/\s]+)\.ipynb", line)
+        if m:
+            current = m.group(1)
+        if "Attribute 'checksum' for cell" in line or "has been modified" in line:
+            cell = re.search(r"cell (\S+)", line)
+            notes.append(f"{student}/{current}: test cell {cell.group(1) if cell else ''} was "
+                         "edited; nbgrader restored the original before grading")
+        elif "CellTimeoutError" in line or "Timeout waiting for execute reply" in line:
+            notes.append(f"{student}/{current}: a cell exceeded the time limit and was stopped")
+        elif "Missing grade cell" in line or "missing" in line.lower() and "cell" in line.lower():
+            notes.append(f"{student}/{current}: {line.split(']', 1)[-1].strip()[:160]}")
+    return list(dict.fromkeys(notes))
+
+
+def _read_gradebook(course: Path, students, ids, exercises) -> list[Grade]:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    rows = []
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for folder in students:
+            for name in exercises:
+                max_score = float(gb.find_notebook(name, ASSIGNMENT).max_score)
+                try:
+                    nb = gb.find_submission_notebook(name, ASSIGNMENT, ids[folder])
+                    score = float(nb.score)
+                except MissingEntry:
+                    score = 0.0
+                rows.append(Grade(folder.name, name, score, max_score))
+    return rows
+
+
+def write_csv(grades: list[Grade], out) -> None:
+    """Write ``student,exercise,score,max_score`` rows."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["student", "exercise", "score", "max_score"])
+        for g in grades:
+            w.writerow([g.student, g.exercise, f"{g.score:g}", f"{g.max_score:g}"])
+
+
+def grade_command(submissions, out="grades.csv", timeout=300) -> int:
+    """The ``grade`` command: returns the process exit code."""
+    try:
+        grades, problems = grade(submissions, cell_timeout=timeout)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_csv(grades, out)
+    for p in problems:
+        print(f"note: {p}", file=sys.stderr)
+    students = len({g.student for g in grades})
+    print(f"wrote {out}: {students} student(s) x {len(exercise_names())} exercise(s)")
+    return 0
