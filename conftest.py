@@ -17,7 +17,7 @@ os.environ["RECSYS_DATA"] = "sample"
 os.environ.pop("RECSYS_DATA_DIR", None)
 
 collect_ignore_glob = [
-    "notebooks/exercises/release/*",
+    "notebooks/exercises/student/*",
     "notebooks/exercises/submitted/*",
     "notebooks/exercises/autograded/*",
     "notebooks/exercises/feedback/*",

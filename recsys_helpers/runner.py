@@ -22,7 +22,7 @@ __all__ = ["BOOK_FIGURES", "course_notebooks", "select", "run_notebook", "run_co
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-SOLUTIONS = NOTEBOOKS / "exercises" / "source" / "chapter5"
+SOLUTIONS = NOTEBOOKS / "exercises" / "solutions" / "chapter5"
 
 #: The book's figures on the real data, by (notebook stem, figure name).
 BOOK_FIGURES = {
