@@ -548,6 +548,14 @@ def print_table(rows: list[Comparison]) -> None:
         print(f"  {r.name}: {r.note}")
 
 
+def _version(module: str) -> str | None:
+    """The installed version of an optional module, None when it is not installed."""
+    try:
+        return getattr(__import__(module), "__version__", "?")
+    except ImportError:
+        return None
+
+
 def environment() -> dict:
     """The versions and machine the figures were measured on."""
     return {
@@ -555,6 +563,9 @@ def environment() -> dict:
         "tensorflow": tf.__version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
+        "pandas": _version("pandas"),
+        "orjson": _version("orjson"),  # load_reviews falls back to json without it
+        "isal": _version("isal"),  # and to gzip without python-isal
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
     }
@@ -596,6 +607,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     env = environment()
     print(f"Python {env['python']}, TensorFlow {env['tensorflow']}, numpy {env['numpy']}, "
+          f"orjson {env['orjson'] or 'missing'}, isal {env['isal'] or 'missing'}, "
           f"{env['cpus']} CPUs; {'QUICK smoke run' if args.quick else 'full size'}")
 
     path = prepare_data(args.workdir, args.quick, args.seed)

@@ -135,22 +135,27 @@ def per_user_items(users, items, n_users: int, n_items: int) -> sp.csr_matrix:
 class PositiveSet:
     """The (user, item) pairs a model must treat as positives, for fast membership tests.
 
-    Pairs are stored as sorted keys ``user * n_items + item``, so that ``contains`` is a
-    vectorised :func:`numpy.searchsorted`.
+    Pairs are stored as sorted unique keys ``user * n_items + item`` (``keys``), and
+    indexed once in a hash table (a :class:`pandas.Index`), so that ``contains`` is one
+    vectorised hash lookup per query: on unsorted queries it is more than ten times
+    faster than a binary search (:func:`numpy.searchsorted`) of the sorted keys.
     """
 
     def __init__(self, users, items, n_items: int):
         self.n_items = int(n_items)
         self.keys = np.unique(np.asarray(users, np.int64) * self.n_items
                               + np.asarray(items, np.int64))
+        self._index = pd.Index(self.keys, copy=False)
+        self._index.get_indexer(self.keys[:1])  # builds the hash table now, not in a lookup
 
     def contains(self, users, items) -> np.ndarray:
         """Boolean array: is each ``(users[k], items[k])`` a positive pair?"""
         q = np.asarray(users, np.int64) * self.n_items + np.asarray(items, np.int64)
-        if self.keys.size == 0:
-            return np.zeros(np.shape(q), bool)
-        pos = np.minimum(np.searchsorted(self.keys, q), self.keys.size - 1)
-        return self.keys[pos] == q
+        if self.keys.size == 0 or q.size == 0:
+            found = np.zeros(q.shape, bool)
+        else:
+            found = (self._index.get_indexer(q.ravel()) >= 0).reshape(q.shape)
+        return found[()] if found.ndim == 0 else found  # a numpy bool for scalar input
 
     def counts(self, n_users: int) -> np.ndarray:
         """Number of positives of each user."""

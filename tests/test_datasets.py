@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -274,6 +276,152 @@ def test_load_reviews_truncated_gzip(tmp_path):
         load_reviews(path, skip_bad_lines=True, cache=False)
 
 
+@pytest.fixture(params=["isal threaded", "isal", "gzip and json"])
+def reader(request, monkeypatch):
+    """Each way of reading: isal with its decompression thread, isal in this thread, and
+    the fallbacks when orjson and python-isal are not installed (gzip, json)."""
+    if request.param == "isal threaded":
+        pytest.importorskip("isal")
+        monkeypatch.setattr(datasets, "_n_cpus", lambda: 2)
+        monkeypatch.setattr(datasets, "_THREAD_BLOCK_SIZE", 4096)  # many small blocks
+    elif request.param == "isal":
+        pytest.importorskip("isal")
+        monkeypatch.setattr(datasets, "_n_cpus", lambda: 1)
+    else:
+        monkeypatch.setattr(datasets, "_gzip", gzip)
+        monkeypatch.setattr(datasets, "_gzip_threaded", None)
+        monkeypatch.setattr(datasets, "_IsalError", zlib.error)
+        monkeypatch.setattr(datasets, "_fast_loads", json.loads)
+    return request.param
+
+
+def _odd_lines() -> list[str]:
+    """Records with everything the line-by-line path handles, among plain JSON lines."""
+    rng = np.random.default_rng(4)
+    records = [dict(_record(k), review_text="é" * int(rng.integers(0, 400))) for k in range(40)]
+    lines = [json.dumps(r) for r in records]
+    lines[3] = repr(records[3])  # a Python literal
+    lines[7] = json.dumps(records[7]) + "\r"  # a Windows line end
+    lines[11] = json.dumps(dict(records[11], rating=4.0))  # an integral float
+    lines[12] = json.dumps(dict(records[12], n_votes="3"))  # a numeral string
+    lines[20] = json.dumps(dict(records[20], review_text="x" * 5_000))  # spans blocks
+    lines.insert(30, "")  # blank lines
+    lines.insert(15, "  ")
+    return lines
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 100, 1 << 20])
+def test_load_reviews_any_block_size(tmp_path, monkeypatch, reader, block_size):
+    lines = _odd_lines()
+    reference = load_reviews(_write(tmp_path / "ref.json.gz", lines), REVIEW_FIELDS,
+                             cache=False)
+    assert len(reference) == 40
+    assert reference["rating"].tolist()[11] == 4 and reference["n_votes"].tolist()[12] == 3
+    monkeypatch.setattr(datasets, "_BLOCK_SIZE", block_size)
+    for name, text in [("a.json.gz", "\n".join(lines) + "\n"),
+                       ("b.json.gz", "\n".join(lines)),  # no newline at the end
+                       ("c.json", "\n".join(lines) + "\n\n")]:  # plain, blank last line
+        path = tmp_path / name
+        payload = text.encode()
+        path.write_bytes(gzip.compress(payload) if name.endswith(".gz") else payload)
+        df = load_reviews(path, REVIEW_FIELDS, cache=False)
+        pd.testing.assert_frame_equal(df, reference)
+        check_file(path, "jsonl.gz")
+
+
+@pytest.mark.parametrize("block_size", [1, 100, 1 << 20])
+def test_load_reviews_bad_line_numbers_any_block_size(tmp_path, monkeypatch, reader, block_size):
+    monkeypatch.setattr(datasets, "_BLOCK_SIZE", block_size)
+    lines = _odd_lines()  # 42 lines, 2 blank
+    for index, bad, word in [(35, json.dumps(dict(RECORDS[1], rating="five")), "rating"),
+                             (0, "{not json", "JSON"),
+                             (41, json.dumps({"user_id": "u", "rating": 3}), "book_id")]:
+        broken = list(lines)
+        broken[index] = bad
+        path = _write(tmp_path / "bad.json.gz", broken)
+        with pytest.raises(DataFormatError) as info:
+            load_reviews(path, cache=False)
+        _assert_names(info, path, index + 1)
+        assert word in str(info.value)
+        df = load_reviews(path, skip_bad_lines=True, cache=False)
+        assert len(df) == 39 and df.attrs["skipped_lines"] == 1
+
+
+def test_load_reviews_first_bad_line_is_reported(tmp_path):
+    # Two bad lines in one block: the earlier one is named, whatever is wrong with it.
+    lines = [json.dumps(r) for r in RECORDS]
+    lines[4] = json.dumps(dict(RECORDS[4], rating=4.5))
+    lines[9] = "{broken"
+    path = _write(tmp_path / "two.json.gz", lines)
+    with pytest.raises(DataFormatError) as info:
+        load_reviews(path, cache=False)
+    _assert_names(info, path, 5)
+
+
+@pytest.mark.parametrize("value, word", [("NaN", "rating"), (str(2**70), "int32")])
+def test_load_reviews_values_json_accepts(tmp_path, value, word):
+    # Lines orjson refuses and json reads: the record is read, its rating is refused.
+    lines = [json.dumps(r) for r in RECORDS[:3]]
+    lines[1] = lines[1].replace('"rating": 1', f'"rating": {value}')
+    assert value in lines[1]
+    path = _write(tmp_path / "odd.json.gz", lines)
+    with pytest.raises(DataFormatError) as info:
+        load_reviews(path, cache=False)
+    assert str(path) in str(info.value) and word in str(info.value)
+
+
+def test_load_reviews_non_string_ids(tmp_path):
+    # Numbers (and nulls) in a string field load as their text, as before.
+    records = [dict(r) for r in RECORDS[:4]]
+    records[1]["book_id"] = 12
+    records[2]["book_id"] = "12"
+    path = _write(tmp_path / "ids.json.gz", [json.dumps(r) for r in records])
+    df = load_reviews(path, cache=False)
+    assert df["book_id"].tolist() == ["b0", "12", "12", "b0"]
+    assert list(df["book_id"].cat.categories) == ["12", "b0"]
+
+
+def test_load_reviews_corrupt_gzip(tmp_path, reader):
+    # An invalid deflate block: zlib.error from gzip, IsalError (not a zlib.error) from isal.
+    path = tmp_path / "corrupt.json.gz"
+    path.write_bytes(gzip.compress(b"{}\n")[:10] + b"\x07" + bytes(30))
+    with pytest.raises(DataFormatError) as info:
+        load_reviews(path, cache=False)
+    _assert_names(info, path)
+    with pytest.raises(DataFormatError):
+        check_file(path, "jsonl.gz")
+    not_gzip = tmp_path / "page.json.gz"
+    not_gzip.write_bytes(b"<html>Not found</html>")
+    with pytest.raises(DataFormatError) as info:
+        load_reviews(not_gzip, cache=False)
+    _assert_names(info, not_gzip)
+
+
+def test_load_reviews_truncated_gzip_any_reader(tmp_path, reader):
+    rng = np.random.default_rng(0)
+    records = [dict(_record(k), review_text=rng.bytes(200).hex()) for k in range(300)]
+    path = _write(tmp_path / "cut.json.gz", [json.dumps(r) for r in records])
+    full = path.read_bytes()
+    for cut in (len(full) // 2, len(full) - 4):
+        path.write_bytes(full[:cut])
+        for skip in (False, True):
+            with pytest.raises(DataFormatError) as info:
+                load_reviews(path, skip_bad_lines=skip, cache=False)
+            _assert_names(info, path)
+
+
+def test_load_reviews_stops_its_thread_on_error(tmp_path, reader):
+    records = [dict(_record(k), review_text="y" * 1_000) for k in range(2_000)]
+    lines = [json.dumps(r) for r in records]
+    lines[1] = "{broken"
+    path = _write(tmp_path / "early.json.gz", lines)
+    before = threading.active_count()
+    with pytest.raises(DataFormatError) as info:
+        load_reviews(path, cache=False)
+    _assert_names(info, path, 2)
+    assert threading.active_count() == before  # the decompression thread has ended
+
+
 def test_load_reviews_empty_files(tmp_path):
     empty = tmp_path / "empty.json.gz"
     empty.write_bytes(b"")
@@ -355,13 +503,54 @@ def test_load_reviews_cache_hit(tmp_path, monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("the source was read again instead of the cache")
 
-    monkeypatch.setattr(datasets, "_iter_lines", no_reading)
+    monkeypatch.setattr(datasets, "_iter_blocks", no_reading)
     second = load_reviews(path)
     pd.testing.assert_frame_equal(second, first)
     assert second.attrs["skipped_lines"] == 0
     # Another set of fields is another cache entry, not the first one.
     with pytest.raises(AssertionError, match="read again"):
         load_reviews(path, ("user_id", "n_votes"))
+
+
+def test_load_reviews_cache_per_field_set(tmp_path, monkeypatch):
+    path = _write(tmp_path / "reviews.json.gz", [json.dumps(r) for r in RECORDS])
+    slim = load_reviews(path)
+    votes = load_reviews(path, ("user_id", "n_votes"))
+    # Writing the second cache keeps the first: one cache per field set.
+    files = _cache_files(path)
+    assert len(files) == 2
+    assert any("user_id+book_id+rating" in f.name for f in files)
+    assert any("user_id+n_votes" in f.name for f in files)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the source was read again instead of the cache")
+
+    with monkeypatch.context() as m:
+        m.setattr(datasets, "_iter_blocks", no_reading)
+        pd.testing.assert_frame_equal(load_reviews(path), slim)
+        pd.testing.assert_frame_equal(load_reviews(path, ("user_id", "n_votes")), votes)
+    # A changed source: the stale cache of the same fields is replaced, the other kept.
+    before = path.stat()
+    _write(path, [json.dumps(r) for r in RECORDS[:5]])
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 2_000_000_000))
+    assert len(load_reviews(path)) == 5
+    names = [f.name for f in _cache_files(path)]
+    assert len(names) == 2
+    assert sum("user_id+book_id+rating" in n for n in names) == 1
+    assert sum("user_id+n_votes" in n for n in names) == 1
+
+
+def test_load_reviews_cache_old_names_removed(tmp_path):
+    # Caches written before the fields were part of the name are stale; other files stay.
+    path = _write(tmp_path / "reviews.json.gz", [json.dumps(r) for r in RECORDS])
+    old = tmp_path / f".{path.name}.0123456789abcdef.cache.npz"
+    old.write_bytes(b"an old cache")
+    other = tmp_path / f".{path.name}.notes.cache.npz"
+    other.write_bytes(b"not a cache of ours")
+    load_reviews(path)
+    assert not old.exists()
+    assert other.exists()
+    assert len([f for f in _cache_files(path) if f != other]) == 1
 
 
 def test_load_reviews_cache_all_fields_round_trip(tmp_path):

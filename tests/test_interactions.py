@@ -231,6 +231,41 @@ def test_positive_set_counts_and_empty():
     assert empty.counts(3).tolist() == [0, 0, 0]
 
 
+def test_positive_set_contains_shapes_and_scalars():
+    pos = PositiveSet([1, 2, 2], [3, 0, 4], n_items=5)
+    # Scalars give a numpy bool, as an element of the vectorised answer would be.
+    assert pos.contains(1, 3) is np.True_ and pos.contains(0, 0) is np.False_
+    assert pos.contains(np.int32(2), np.int64(4)) is np.True_
+    grid = pos.contains(np.array([[1, 0], [2, 2]]), np.array([[3, 0], [0, 1]]))
+    assert grid.dtype == bool and grid.tolist() == [[True, False], [True, False]]
+    # Broadcasting: one user against every item.
+    assert pos.contains(2, np.arange(5)).tolist() == [True, False, False, False, True]
+    none = pos.contains([], [])
+    assert none.dtype == bool and none.shape == (0,)
+    empty = PositiveSet([], [], n_items=5)
+    assert empty.contains(1, 3) is np.False_
+    assert empty.contains([[0, 1]], [[2, 3]]).tolist() == [[False, False]]
+    assert pos.keys.tolist() == [1 * 5 + 3, 2 * 5 + 0, 2 * 5 + 4]  # sorted unique keys
+
+
+def test_positive_set_contains_large_random():
+    rng = np.random.default_rng(8)
+    n_users, n_items = 2_000, 3_000
+    users = rng.integers(n_users, size=50_000)
+    items = rng.integers(n_items, size=50_000)
+    pos = PositiveSet(users, items, n_items)
+    keys = users.astype(np.int64) * n_items + items
+    assert (pos.keys == np.unique(keys)).all()
+    qu = np.r_[rng.integers(n_users, size=20_000), users[:5_000]]
+    qi = np.r_[rng.integers(n_items, size=20_000), items[:5_000]]
+    expected = np.isin(qu.astype(np.int64) * n_items + qi, keys)
+    got = pos.contains(qu, qi)
+    assert (got == expected).all()
+    assert got[-5_000:].all()
+    # Keys outside the range of the stored ones (negative, beyond the last user).
+    assert not pos.contains([-1, n_users, n_users + 5], [0, 0, 7]).any()
+
+
 def test_sample_negatives_never_positive():
     rng = np.random.default_rng(2)
     n_users, n_items = 50, 20
