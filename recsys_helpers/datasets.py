@@ -118,10 +118,6 @@ class Dataset:
     description: str
     sha256: str | None = None  # the real file's digest, where it is known
 
-    @property
-    def short(self) -> str:
-        return self.name
-
 
 REGISTRY: dict[str, Dataset] = {
     d.name: d

@@ -20,6 +20,8 @@ __all__ = [
     "PositiveSet",
     "sample_negatives",
     "sample_batch",
+    "rating_batches",
+    "bpr_batches",
     "training_mean",
     "per_user_items",
 ]
@@ -191,6 +193,38 @@ def sample_negatives(users, positives: PositiveSet, seed=None, max_rounds: int =
 def sample_batch(n: int, batch_size: int, seed=None) -> np.ndarray:
     """Indices of a batch drawn uniformly with replacement (as the book's random.choice)."""
     return _rng(seed).integers(n, size=batch_size)
+
+
+def rating_batches(split: Interactions, batch_size: int, seed=None):
+    """A function returning the next batch ``(users, items, ratings)`` of ``split``.
+
+    Each batch holds ``batch_size`` interactions drawn uniformly with replacement: the
+    book's ``random.choice`` loop, in one vectorised call.
+    """
+    rng = np.random.default_rng(seed)  # a Generator passed in is used as it is
+
+    def next_batch():
+        k = rng.integers(len(split), size=batch_size)
+        return split.user[k], split.item[k], split.rating[k]
+
+    return next_batch
+
+
+def bpr_batches(split: Interactions, batch_size: int, seed=None):
+    """A function returning the next BPR batch ``(users, positive items, negative items)``.
+
+    Each triple is an interaction of ``split`` drawn uniformly with replacement and an item
+    drawn uniformly among those the user has no interaction with in ``split``.
+    """
+    rng = np.random.default_rng(seed)  # a Generator passed in is used as it is
+    positives = PositiveSet(split.user, split.item, split.n_items)
+
+    def next_batch():
+        k = rng.integers(len(split), size=batch_size)
+        users = split.user[k]
+        return users, split.item[k], sample_negatives(users, positives, rng)
+
+    return next_batch
 
 
 def training_mean(train: Interactions) -> float:

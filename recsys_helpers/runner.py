@@ -3,7 +3,8 @@
 ``python -m recsys_helpers run`` executes every chapter notebook and every exercise
 solution notebook with the chosen data, and writes into the output folder the executed
 notebooks, an HTML export of each, ``results.json`` and ``results.md`` (each figure
-beside the book's, where the book reports one).
+beside the book's, where the book reports one), and ``timing.json`` (each notebook's wall
+time and the peak resident memory of its kernel).
 """
 
 from __future__ import annotations
@@ -85,6 +86,39 @@ def _environment(values: dict):
                 os.environ[k] = v
 
 
+class _PeakMemory:
+    """Poll the resident set size of this process's children (the kernel) in a thread."""
+
+    def __init__(self, interval: float = 0.2):
+        import threading
+
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:  # the process ended meanwhile
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 class NotebookFailed(RuntimeError):
     """A cell raised; the message names the notebook, the cell and the error."""
 
@@ -134,7 +168,7 @@ def _export_html(nb, target: Path) -> None:
     target.write_text(body, encoding="utf-8")
 
 
-def _results_markdown(results: dict, seconds: dict, data_label: str) -> str:
+def _results_markdown(results: dict, seconds: dict, memory: dict, data_label: str) -> str:
     lines = [
         "# Results of the course notebooks",
         "",
@@ -151,8 +185,8 @@ def _results_markdown(results: dict, seconds: dict, data_label: str) -> str:
                 value, int) and not isinstance(value, bool) else str(value)
             book_shown = "" if book is None else (f"{book:,}" if isinstance(book, int) else f"{book:.3f}")
             lines.append(f"| {stem} | {name} | {shown} | {book_shown} |")
-    lines += ["", "| notebook | seconds |", "|---|---:|"]
-    lines += [f"| {stem} | {sec:.1f} |" for stem, sec in seconds.items()]
+    lines += ["", "| notebook | seconds | peak memory of the kernel (MB) |", "|---|---:|---:|"]
+    lines += [f"| {stem} | {sec:.1f} | {memory[stem] / 1e6:,.0f} |" for stem, sec in seconds.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -174,21 +208,23 @@ def run_course(paths, out="build/run", data=None, data_dir=None, timeout=3600,
     env = {"RECSYS_DATA": data or os.environ.get("RECSYS_DATA") or "auto",
            "RECSYS_DATA_DIR": str(Path(data_dir).resolve()) if data_dir
            else os.environ.get("RECSYS_DATA_DIR")}
-    results, seconds, failures = {}, {}, []
+    results, seconds, memory, failures = {}, {}, {}, []
     bar = tqdm(list(paths), desc="notebooks", unit="nb", disable=not progress)
     with _environment(env):
         for path in bar:
             bar.set_postfix_str(path.stem)
             start = time.perf_counter()
             ok = True
-            try:
-                nb = run_notebook(path, timeout=timeout)
-            except NotebookFailed as exc:
-                ok = False
-                failures.append(str(exc))
-                nb = exc.notebook
-                tqdm.write(f"FAILED {exc}", file=sys.stderr)
+            with _PeakMemory() as peak:
+                try:
+                    nb = run_notebook(path, timeout=timeout)
+                except NotebookFailed as exc:
+                    ok = False
+                    failures.append(str(exc))
+                    nb = exc.notebook
+                    tqdm.write(f"FAILED {exc}", file=sys.stderr)
             seconds[path.stem] = time.perf_counter() - start
+            memory[path.stem] = peak.peak
             nbformat.write(nb, out / path.name)
             if inplace and ok:
                 nbformat.write(nb, path)
@@ -196,7 +232,11 @@ def run_course(paths, out="build/run", data=None, data_dir=None, timeout=3600,
             results[path.stem] = read_results(nb)
     label = env["RECSYS_DATA"] + (f" (folder {data_dir})" if data_dir else "")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(_results_markdown(results, seconds, label), encoding="utf-8")
+    (out / "results.md").write_text(_results_markdown(results, seconds, memory, label),
+                                    encoding="utf-8")
+    timing = {stem: {"seconds": round(seconds[stem], 2), "peak_rss_bytes": memory[stem]}
+              for stem in seconds}
+    (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
     return results, failures
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys_helpers import models
+from recsys_helpers import interactions, models
 from recsys_helpers.datasets import load
 from recsys_helpers.interactions import Interactions
 from recsys_helpers.runner import BOOK_FIGURES, course_notebooks, select
@@ -76,9 +76,11 @@ def test_model_code_shown_in_notebook_is_the_package_code(name):
         defined = [n.name for n in ast.parse(source).body
                    if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
         assert defined, "a model-code cell must define the model or the training step"
-        package = "\n\n\n".join(inspect.getsource(getattr(models, n)).strip() for n in defined)
+        package = "\n\n\n".join(
+            inspect.getsource(getattr(models, n, None) or getattr(interactions, n)).strip()
+            for n in defined)
         assert source.strip() == package, (
-            f"{name}: the code shown for {defined} differs from recsys_helpers.models; "
+            f"{name}: the code shown for {defined} differs from recsys_helpers; "
             "re-generate the cell from the package")
 
 
@@ -111,6 +113,8 @@ def test_runner_runs_one_notebook_end_to_end(tmp_path):
     md = (out / "results.md").read_text()
     assert f"{BOOK_FIGURES[('01_latent_factor_surprise', 'test_mse')]:.3f}" in md
     assert (out / "01_latent_factor_surprise.html").stat().st_size > 10_000
+    timing = json.loads((out / "timing.json").read_text())["01_latent_factor_surprise"]
+    assert timing["seconds"] > 0 and timing["peak_rss_bytes"] > 50e6  # a kernel with numpy loaded
     executed = json.loads((out / "01_latent_factor_surprise.ipynb").read_text())
     assert all(c.get("execution_count") for c in executed["cells"] if c["cell_type"] == "code")
 
