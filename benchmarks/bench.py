@@ -63,10 +63,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import numpy as np
 import scipy
 import scipy.sparse as sp
-import tensorflow as tf
 from tqdm import tqdm
 
-from recsys_helpers import datasets, interactions, metrics, models, sample
+from recsys_helpers import datasets, interactions, metrics, sample
 
 REPO = Path(__file__).resolve().parent.parent
 COMICS = datasets.get_dataset("comics_reviews")
@@ -76,6 +75,20 @@ COMICS = datasets.get_dataset("comics_reviews")
 # here it is only the baseline being *measured*, run on the trusted synthetic file this
 # script generates, and is never used to load data for the course.
 BOOK_PARSER = getattr(builtins, "ev" + "al")
+
+
+def tensorflow():
+    """TensorFlow, imported on first use rather than with this module.
+
+    ``full_scale.py`` imports this module in the processes that run the book's code for
+    the Surprise and implicit notebooks, which train no TensorFlow model: importing it
+    there would add about half a gigabyte to the peak memory being measured.  The
+    course's ``models`` module is imported first, as it silences TensorFlow's start-up
+    probes.
+    """
+    from recsys_helpers import models  # imports TensorFlow, its probes silenced
+
+    return models.tf
 
 #: Speed-up each comparison should reach (baseline seconds / ours seconds).
 TARGETS = {
@@ -211,8 +224,9 @@ def prepare_data(workdir: Path, quick: bool, seed: int) -> Path:
 # --------------------------------------------------------------------------- 2. loading
 
 
-def book_load(path: Path, n_lines: int) -> list[dict]:
-    """The book's loader on the first ``n_lines`` lines of ``path``.
+def book_load(path: Path, n_lines: int | None) -> list[dict]:
+    """The book's loader on the first ``n_lines`` lines of ``path`` (all of them when
+    ``n_lines`` is None).
 
     Each line is parsed by the ``eval`` builtin, its review text deleted, and the
     record appended to a list of dicts -- exactly the book's ``parseData``.
@@ -267,12 +281,16 @@ def bench_loading(path: Path, eval_lines: int):
 # --------------------------------------------------------------------------- 3. CSR
 
 
-def book_csr(users: list[int], items: list[int], n_users: int, n_items: int) -> sp.csr_matrix:
+def book_csr(users, items, n_users: int, n_items: int) -> sp.csr_matrix:
     """The book's sparse matrix: an items x users ``lil_matrix`` filled one interaction at
-    a time, then the CSR matrix of its transpose (users x items)."""
+    a time, then the CSR matrix of its transpose (users x items).
+
+    ``users`` and ``items`` are lists of indices, or iterables (generators that look the
+    indices up one interaction at a time, as the book's loop does).
+    """
     Xiu = sp.lil_matrix((n_items, n_users))
-    for u, i in tqdm(zip(users, items), total=len(users), desc="book: lil_matrix",
-                     leave=False):
+    total = len(users) if hasattr(users, "__len__") else None
+    for u, i in tqdm(zip(users, items), total=total, desc="book: lil_matrix", leave=False):
         Xiu[i, u] = 1
     return sp.csr_matrix(Xiu.T)
 
@@ -311,8 +329,10 @@ def bench_csr(data: interactions.Interactions, lil_lines: int | None) -> Compari
 # --------------------------------------------------------------------------- 4. AUC
 
 
-def book_predict(model: models.BPRModel, u: int, i: int) -> tf.Tensor:
-    """The book's ``BPRbatch.predict``: the score of one (user, item) pair, eagerly."""
+def book_predict(model, u: int, i: int):
+    """The book's ``BPRbatch.predict``: the score of one (user, item) pair, eagerly (a
+    scalar tensor; ``model`` is a ``models.BPRModel``)."""
+    tf = tensorflow()
     return model.beta_i[i] + tf.tensordot(model.gamma_u[u], model.gamma_i[i], 1)
 
 
@@ -355,6 +375,9 @@ def bench_auc(data, train, test, auc_users: int, seed: int) -> Comparison:
     ``interactionsTestPerUser`` and ``itemSet``; our ``PositiveSet``) is not timed.
     """
     section("sampled AUC over the test users")
+    tf = tensorflow()
+    from recsys_helpers import models
+
     model = models.BPRModel(data.n_users, data.n_items, K, LAMBDA, seed=seed)
     step = models.make_train_step(model, tf.keras.optimizers.Adam(LEARNING_RATE))
     rng = np.random.default_rng(seed)
@@ -434,6 +457,7 @@ def book_apply(model, optimizer, tape, loss) -> float:
 def book_step_lfm(model, optimizer, interactions_train, user_index, item_index, rnd) -> float:
     """The book's ``trainingStep``: a ``random.choice`` loop builds the batch from (user,
     item, rating) tuples of raw IDs, then one eager step."""
+    tf = tensorflow()
     with tf.GradientTape() as tape:
         sample_u, sample_i, sample_r = [], [], []
         for _ in range(BATCH_SIZE):
@@ -451,6 +475,7 @@ def book_step_bpr(model, optimizer, interactions_train, user_index, item_index, 
                   items_per_user, rnd) -> float:
     """The book's ``trainingStepBPR``: as :func:`book_step_lfm`, plus a negative item per
     sample drawn by ``random.choice(items)`` until it is not in the user's list."""
+    tf = tensorflow()
     with tf.GradientTape() as tape:
         sample_u, sample_i, sample_j = [], [], []
         for _ in range(BATCH_SIZE):
@@ -483,6 +508,9 @@ def bench_training(data, train, book_steps: int, our_steps: int, seed: int):
     Each side gets its own model and Adam optimizer.  Our step includes drawing the
     batch with numpy and converting it to tensors, as ``models.fit`` does.
     """
+    tf = tensorflow()
+    from recsys_helpers import models
+
     section(f"one training step, batch of {BATCH_SIZE:,}, "
             f"{data.n_users:,} users x {data.n_items:,} items, K={K}")
     mu = interactions.training_mean(train)
@@ -560,7 +588,7 @@ def environment() -> dict:
     """The versions and machine the figures were measured on."""
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "tensorflow": tensorflow().__version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "pandas": _version("pandas"),
