@@ -116,6 +116,9 @@ def grade(submissions, cell_timeout: int = 300, progress: bool = True,
             for name in exercises:
                 if (folder / f"{name}.ipynb").is_file():
                     shutil.copy2(folder / f"{name}.ipynb", target / f"{name}.ipynb")
+                    problems.extend(_compare_with_release(
+                        folder / f"{name}.ipynb", course / _RELEASE / ASSIGNMENT / f"{name}.ipynb",
+                        f"{folder.name}/{name}"))
                 else:
                     problems.append(f"{folder.name}/{name}.ipynb: not submitted")
             try:
@@ -139,22 +142,45 @@ def _last_error(log: str) -> str:
     return errors[-1].split("]", 1)[-1].strip()[:200] if errors else "see nbgrader's log"
 
 
+def _grade_cells(nb) -> dict:
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells
+            if c.metadata.get("nbgrader", {}).get("grade_id")}
+
+
+def _compare_with_release(submitted: Path, release: Path, label: str) -> list[str]:
+    """Notes on cells the student must not change: edited read-only cells, deleted tests.
+
+    (nbgrader restores read-only cells from the source before grading, so an edit earns
+    nothing; the note tells the teacher it happened.)
+    """
+    import nbformat
+
+    try:
+        mine = _grade_cells(nbformat.read(submitted, as_version=4))
+    except Exception as exc:  # unreadable JSON: nbgrader will fail on it too
+        return [f"{label}: not a readable notebook ({type(exc).__name__})"]
+    notes = []
+    for gid, cell in _grade_cells(nbformat.read(release, as_version=4)).items():
+        meta = cell.metadata["nbgrader"]
+        if gid not in mine:
+            if meta.get("grade"):
+                notes.append(f"{label}: test cell {gid} was deleted; its points are lost")
+        elif meta.get("locked") and mine[gid].source.strip() != cell.source.strip():
+            kind = "test cell" if meta.get("grade") else "read-only cell"
+            notes.append(f"{label}: {kind} {gid} was edited; nbgrader restored the original "
+                         "before grading")
+    return notes
+
+
 def _notes_from_log(student: str, log: str) -> list[str]:
     notes = []
     current = None
     for line in log.splitlines():
-        m = re.search(r"autograded/[^/]+/[^/]+/([^/\s]+)\.ipynb", line) or re.search(
-            r"submitted/[^/]+/[^/]+/([^/\s]+)\.ipynb", line)
+        m = re.search(r"(?:autograded|submitted)/[^/]+/[^/]+/([^/\s]+)\.ipynb", line)
         if m:
             current = m.group(1)
-        if "Attribute 'checksum' for cell" in line or "has been modified" in line:
-            cell = re.search(r"cell (\S+)", line)
-            notes.append(f"{student}/{current}: test cell {cell.group(1) if cell else ''} was "
-                         "edited; nbgrader restored the original before grading")
-        elif "CellTimeoutError" in line or "Timeout waiting for execute reply" in line:
+        if "CellTimeoutError" in line or "Timeout waiting for execute reply" in line:
             notes.append(f"{student}/{current}: a cell exceeded the time limit and was stopped")
-        elif "Missing grade cell" in line or "missing" in line.lower() and "cell" in line.lower():
-            notes.append(f"{student}/{current}: {line.split(']', 1)[-1].strip()[:160]}")
     return list(dict.fromkeys(notes))
 
 

@@ -100,11 +100,13 @@ def test_partly_correct_submission_scores_in_between(graded):
 def test_edited_test_cells_are_not_rewarded(graded):
     scores, notes = graded
     assert scores[("tampering", "exercise_5_3")][0] == 0
-    assert "tampering/exercise_5_3: test cell" in notes
+    assert "tampering/exercise_5_3: test cell test_round was edited" in notes
+    assert "untouched/exercise_5_3: test cell" not in notes  # unchanged tests are not flagged
 
 
 def test_deleted_test_cell_loses_its_points(graded):
-    scores, _ = graded
+    scores, notes = graded
+    assert "deleting/exercise_5_3: test cell test_round was deleted" in notes
     reference = scores[("reference", "exercise_5_3")][0]
     points = _cell(_read(SOURCE / "exercise_5_3.ipynb"), "test_round").metadata.nbgrader.points
     assert scores[("deleting", "exercise_5_3")][0] <= reference - points
