@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("submissions", help="folder with one sub-folder of notebooks per student")
     g.add_argument("--out", default="grades.csv", help="CSV file to write")
     g.add_argument("--timeout", type=int, default=300, help="per-cell time limit in seconds")
+    g.add_argument("--jobs", type=int, default=None,
+                   help="students graded at the same time (default: the number of CPU cores)")
     return p
 
 
@@ -70,7 +72,8 @@ def main(argv=None) -> int:
     if args.command == "grade":
         from .grading import grade_command
 
-        return grade_command(args.submissions, out=args.out, timeout=args.timeout)
+        return grade_command(args.submissions, out=args.out, timeout=args.timeout,
+                             jobs=args.jobs)
     return 2  # pragma: no cover - argparse enforces a command
 
 

@@ -80,13 +80,18 @@ def _student_id(name: str) -> str:
 
 
 def grade(submissions, cell_timeout: int = 300, progress: bool = True,
-          workdir: str | os.PathLike | None = None) -> tuple[list[Grade], list[str]]:
+          workdir: str | os.PathLike | None = None, jobs: int | None = None
+          ) -> tuple[list[Grade], list[str]]:
     """Autograde every student folder in ``submissions``.
 
-    Returns ``(grades, problems)``: one :class:`Grade` per student and exercise (a missing
-    or ungradable notebook scores 0), and human-readable notes on what went wrong
-    (crashes, time-outs, edited test cells), one per line.
+    Students are split among ``jobs`` workers (default: the number of CPU cores), each
+    with its own temporary nbgrader course and gradebook.  Returns ``(grades, problems)``:
+    one :class:`Grade` per student and exercise (a missing or ungradable notebook scores
+    0), and human-readable notes on what went wrong (crashes, time-outs, edited or deleted
+    test cells), one per line.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     submissions = Path(submissions)
@@ -101,16 +106,32 @@ def grade(submissions, cell_timeout: int = 300, progress: bool = True,
         while sid in ids.values():
             sid += "_"
         ids[folder] = sid
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(students)))
+    bar = tqdm(total=len(students), desc="grading", unit="student", disable=not progress)
+
+    def work(group):
+        return _grade_group(group, ids, cell_timeout, workdir, bar)
+
+    with ThreadPoolExecutor(jobs) as pool:  # the work happens in nbgrader's processes
+        parts = list(pool.map(work, [students[k::jobs] for k in range(jobs)]))
+    bar.close()
+    order = {folder.name: k for k, folder in enumerate(students)}
+    grades = sorted((g for part in parts for g in part[0]), key=lambda g: order[g.student])
+    problems = sorted((p for part in parts for p in part[1]),
+                      key=lambda p: order.get(p.split("/")[0].split(":")[0], 0))
+    return grades, problems
+
+
+def _grade_group(students, ids, cell_timeout, workdir, bar):
+    """Grade some students in a temporary course of their own; return (grades, notes)."""
     exercises = exercise_names()
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="recsys-grade-", dir=workdir) as tmp:
         course = Path(tmp)
         _make_course(course, cell_timeout)
         generate_student_versions(course)  # records the tests and their checksums
-        bar = tqdm(students, desc="grading", unit="student", disable=not progress)
-        for folder in bar:
+        for folder in students:
             sid = ids[folder]
-            bar.set_postfix_str(sid)
             target = course / "submitted" / sid / ASSIGNMENT
             target.mkdir(parents=True)
             for name in exercises:
@@ -133,6 +154,7 @@ def grade(submissions, cell_timeout: int = 300, progress: bool = True,
                 log = ""
                 problems.append(f"{folder.name}: grading exceeded its overall time limit")
             problems.extend(_notes_from_log(folder.name, log))
+            bar.update(1)
         grades = _read_gradebook(course, students, ids, exercises)
     return grades, problems
 
@@ -212,10 +234,10 @@ def write_csv(grades: list[Grade], out) -> None:
             w.writerow([g.student, g.exercise, f"{g.score:g}", f"{g.max_score:g}"])
 
 
-def grade_command(submissions, out="grades.csv", timeout=300) -> int:
+def grade_command(submissions, out="grades.csv", timeout=300, jobs=None) -> int:
     """The ``grade`` command: returns the process exit code."""
     try:
-        grades, problems = grade(submissions, cell_timeout=timeout)
+        grades, problems = grade(submissions, cell_timeout=timeout, jobs=jobs)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
