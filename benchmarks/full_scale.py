@@ -28,8 +28,8 @@ Usage
 ``DIR`` holds (or receives) the three full-size files; missing ones are generated with
 ``python -m recsys_helpers make-sample --size full`` (a few minutes, about 1.3 GB).
 Both folders, ``DIR`` and ``--run-dir`` (executed notebooks, logs), must be outside the
-repository.  Expect about an hour on two cores.  The script exits with status 0 unless
-it could not run at all: it is a report, not a test.
+repository.  Expect about half an hour on two cores, plus the files' generation.  The
+script exits with status 0 unless it could not run at all: it is a report, not a test.
 
 Where the book's code would take too long, a part of it is timed on a subset and scaled
 linearly, and the output says so (``scaled``): the per-pair predictions of a test MSE
@@ -153,7 +153,8 @@ class LoadSampler:
         self.samples.append(os.getloadavg()[0])
 
     def summary(self) -> dict:
-        return {"mean": statistics.fmean(self.samples), "max": max(self.samples)}
+        return {"mean": statistics.fmean(self.samples), "max": max(self.samples),
+                "samples": len(self.samples)}
 
 
 def cached_phase(run_dir: Path, name: str, reuse: bool, compute, loads: dict):
@@ -730,7 +731,8 @@ def machine(loads: dict) -> dict:
         "versions": {d: version(d) for d in ("numpy", "scipy", "pandas", "tensorflow", "keras",
                                              "implicit", "scikit-surprise", "orjson", "isal")},
         "load_average_while_measuring": loads | {
-            "all": {"mean": statistics.fmean(v["mean"] for v in loads.values()),
+            "all": {"mean": statistics.fmean([v["mean"] for v in loads.values()],
+                                             [v["samples"] for v in loads.values()]),
                     "max": max(v["max"] for v in loads.values())}},
         "note": ("timings are wall-clock times on a machine possibly shared with other work "
                  "(see the 1-minute load average of each phase: the benchmark itself "
