@@ -87,10 +87,10 @@ GB = 1e9  # memory is shown in GB of 10^9 bytes; the targets are compared in the
 
 #: The issue's targets: (key, description, limit, unit).  ``ratio`` means a fraction.
 TARGETS = [
-    ("bpr_memory", "peak memory of the whole 02_bpr_implicit notebook, full fantasy reviews",
-     3 * GB, "bytes"),
-    ("bpr_memory_vs_book", "02_bpr_implicit peak memory as a fraction of the book's approach",
-     1 / 3, "ratio"),
+    ("bpr_memory", "peak memory of the whole 02_bpr_implicit notebook, full fantasy reviews "
+     "(the larger of its two runs)", 3 * GB, "bytes"),
+    ("bpr_memory_vs_book", "02_bpr_implicit peak memory as a fraction of the book's approach "
+     "(the larger of its two runs)", 1 / 3, "ratio"),
     ("parse", "one uncached parse of the full fantasy reviews file", 120.0, "seconds"),
     ("cached_load", "slowest later load from a cache (any file and field set used)",
      5.0, "seconds"),
@@ -672,11 +672,18 @@ def notebook_rows(first: dict, cached: dict, book: dict) -> dict:
 
 
 def check_targets(rows: dict, parse: dict, cached_loads: list, cached: dict) -> list[dict]:
-    """The issue's targets, each PASS, MISS or n/a (not measured)."""
+    """The issue's targets, each PASS, MISS or n/a (not measured).
+
+    The memory targets of notebook 02 hold for the worse of its two runs; the first run
+    parses the file in the notebook's kernel, and the memory that parsing used is not all
+    given back to the system, so it usually peaks higher than the cached run.  Both runs'
+    figures are given in ``detail``.
+    """
     bpr = rows.get("02_bpr_implicit", {})
-    peaks = [r["peak_rss_bytes"] for r in (bpr.get("ours"), bpr.get("ours_first_run")) if r]
-    ours_peak = max(peaks) if peaks else None  # the worse of the two runs
     book_peak = bpr.get("book", {}).get("peak_rss_bytes")
+    runs = {label: bpr[key]["peak_rss_bytes"] for label, key
+            in (("first run", "ours_first_run"), ("cached run", "ours")) if bpr.get(key)}
+    ours_peak = max(runs.values(), default=None)
     values = {
         "bpr_memory": ours_peak,
         "bpr_memory_vs_book": ours_peak / book_peak if ours_peak and book_peak else None,
@@ -685,7 +692,9 @@ def check_targets(rows: dict, parse: dict, cached_loads: list, cached: dict) -> 
         "course_cached": cached.get("wall_seconds"),
     }
     notes = {
-        "bpr_memory": "the larger of the first and the cached run",
+        "bpr_memory": "; ".join(f"{label} {peak / GB:.2f} GB" for label, peak in runs.items()),
+        "bpr_memory_vs_book": "; ".join(f"{label} {peak / book_peak:.3f}"
+                                        for label, peak in runs.items()) if book_peak else "",
         "cached_load": ", ".join(f"{r['file']} [{','.join(r['fields'])}] {r['seconds']:.2f} s"
                                  for r in cached_loads),
         "course_cached": ("wall time of `python -m recsys_helpers run --data full` (all "
@@ -756,7 +765,7 @@ def fmt_target(t: dict) -> tuple[str, str]:
     if t["unit"] == "bytes":
         return fmt_gb(t["value"]) + " GB", f"≤ {t['limit'] / GB:g} GB"
     if t["unit"] == "ratio":
-        return ("–" if t["value"] is None else f"{t['value']:.2f}"), f"≤ {t['limit']:.2f}"
+        return ("–" if t["value"] is None else f"{t['value']:.3f}"), f"≤ {t['limit']:.3f}"
     return fmt_s(t["value"]) + " s", f"≤ {t['limit']:g} s"
 
 
@@ -776,9 +785,8 @@ def markdown(report: dict) -> str:
         "memory. *Ours* is the notebook executed headless on the full-size files, from the "
         "load caches (the first run, which parses the files, in brackets); *book* is the "
         "book's approach to the same pipeline on the same file, with the same training "
-        "steps; our notebooks do more besides (learning curves, exact AUCs, plots, a second "
-        "BPR fit in 02, single-threaded for reproducibility). Peak memory: resident set "
-        "size, GB of 10⁹ bytes.",
+        "steps (our notebooks do more besides: learning curves, evaluations, plots). Peak "
+        "memory: resident set size, GB of 10⁹ bytes.",
         "",
         "| notebook | ours (s) | book (s) | speed ratio | ours peak (GB) | book peak (GB) "
         "| memory ratio |",
@@ -820,6 +828,8 @@ def markdown(report: dict) -> str:
     lines += ["", "| target | measured | limit | result |", "|---|---:|---:|---|"]
     for t in report["targets"]:
         value, limit = fmt_target(t)
+        if t["target"].startswith("bpr_memory") and t["note"]:
+            value = t["note"]  # both runs' figures; the target is checked on the larger
         lines.append(f"| {t['description']} | {value} | {limit} | {t['status']} |")
     return "\n".join(lines) + "\n"
 
