@@ -381,9 +381,9 @@ def bench_auc(data, train, test, auc_users: int, seed: int) -> Comparison:
     model = models.BPRModel(data.n_users, data.n_items, K, LAMBDA, seed=seed)
     step = models.make_train_step(model, tf.keras.optimizers.Adam(LEARNING_RATE))
     rng = np.random.default_rng(seed)
-    train_pos = interactions.PositiveSet(train.user, train.item, data.n_items)
+    next_batch = interactions.bpr_batches(train, BATCH_SIZE, rng)
     for _ in tqdm(range(30), desc="training BPR (untimed)", leave=False):
-        u, i, j = bpr_batch(train, train_pos, rng)
+        u, i, j = next_batch()
         step(tf.constant(u), tf.constant(i), tf.constant(j))
 
     # Ours: every test user, negatives among all items the user never interacted with.
@@ -427,22 +427,6 @@ def bench_auc(data, train, test, auc_users: int, seed: int) -> Comparison:
 
 
 # --------------------------------------------------------------------------- 5. training
-
-
-def lfm_batch(train: interactions.Interactions, rng: np.random.Generator):
-    """Our LFM batch: ``BATCH_SIZE`` training interactions drawn with replacement."""
-    idx = interactions.sample_batch(len(train), BATCH_SIZE, rng)
-    return train.user[idx], train.item[idx], train.rating[idx]
-
-
-def bpr_batch(train: interactions.Interactions, positives: interactions.PositiveSet,
-              rng: np.random.Generator):
-    """Our BPR batch: (user, positive item, negative item) triples, the positives drawn
-    from the training interactions, the negatives among the items each user did not
-    interact with in training."""
-    idx = interactions.sample_batch(len(train), BATCH_SIZE, rng)
-    users = train.user[idx]
-    return users, train.item[idx], interactions.sample_negatives(users, positives, rng)
 
 
 def book_apply(model, optimizer, tape, loss) -> float:
@@ -516,7 +500,6 @@ def bench_training(data, train, book_steps: int, our_steps: int, seed: int):
     mu = interactions.training_mean(train)
     rng = np.random.default_rng(seed)
     rnd = random.Random(seed)
-    train_pos = interactions.PositiveSet(train.user, train.item, data.n_items)
 
     # The book's data structures (built untimed, as in the book's earlier cells).
     user_raw = data.user_ids[train.user].tolist()
@@ -539,8 +522,9 @@ def bench_training(data, train, book_steps: int, our_steps: int, seed: int):
         book_lfm, book_opt, interactions_train, user_index, item_index, rnd), book_steps)
     our_lfm = models.LatentFactorModel(mu, data.n_users, data.n_items, K, LAMBDA, seed=seed)
     lfm_step = models.make_train_step(our_lfm, adam())
+    next_lfm = interactions.rating_batches(train, BATCH_SIZE, rng)  # the notebooks' sampler
     ours_s = time_steps("ours: LFM step", lambda: float(lfm_step(
-        *(tf.constant(a) for a in lfm_batch(train, rng)))), our_steps)
+        *(tf.constant(a) for a in next_lfm()))), our_steps)
     print(f"LFM step: book {book_s:.3f} s, ours {ours_s:.4f} s")
     how = (f"median of {book_steps} (book) and {our_steps} (ours) steps after one warm-up "
            "step each")
@@ -554,8 +538,9 @@ def bench_training(data, train, book_steps: int, our_steps: int, seed: int):
         items_per_user, rnd), book_steps)
     our_bpr = models.BPRModel(data.n_users, data.n_items, K, LAMBDA, seed=seed)
     bpr_step = models.make_train_step(our_bpr, adam())
+    next_bpr = interactions.bpr_batches(train, BATCH_SIZE, rng)  # the notebooks' sampler
     ours_s = time_steps("ours: BPR step", lambda: float(bpr_step(
-        *(tf.constant(a) for a in bpr_batch(train, train_pos, rng)))), our_steps)
+        *(tf.constant(a) for a in next_bpr()))), our_steps)
     print(f"BPR step: book {book_s:.3f} s, ours {ours_s:.4f} s")
     return [lfm, Comparison("BPR step", book_s, ours_s, how)]
 
