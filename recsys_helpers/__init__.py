@@ -8,23 +8,20 @@ One module per concern:
 - ``interactions``  ID indexing, splits, sparse matrices, negative sampling
 - ``metrics``       MSE, AUC (sampled and exact), precision@K / recall@K
 - ``models``        the TensorFlow latent factor and BPR models, training step
+- ``tuning``        validation split, early stopping, grid search with one budget
+- ``progress``      progress bars (widgets, or text when ``RECSYS_PROGRESS=text``)
 - ``plotting``      the course's plots
 - ``results``       recording a notebook's figures
 - ``runner``        executing the course headless (``run``)
 - ``grading``       autograding exercise submissions with nbgrader (``grade``)
 
-TensorFlow is imported only by ``models``.
+TensorFlow is imported only by ``models`` (which quiets its start-up messages and
+exports it as ``tf``); importing the package itself changes nothing in the process.
 """
 
-import os as _os
-
-# TensorFlow's C++ start-up messages (CUDA probes on a machine without a GPU, CPU
-# instruction notices) clutter the notebooks; set TF_CPP_MIN_LOG_LEVEL=0 to see them.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from .datasets import DataFormatError, load, locate  # noqa: E402
-from .reproducibility import seed_everything  # noqa: E402
-from .results import record  # noqa: E402
+from .datasets import DataFormatError, load, locate
+from .reproducibility import seed_everything
+from .results import record
 
 __version__ = "1.0.0"
 __all__ = ["DataFormatError", "load", "locate", "record", "seed_everything", "__version__"]

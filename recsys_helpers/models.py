@@ -6,6 +6,10 @@ Both models are ``tf.Module`` subclasses: a ``tf.Variable`` stored as an attribu
 training loop then silently trains nothing.)
 
 The chapter notebooks show this code verbatim; a test keeps the two copies identical.
+
+TensorFlow is imported here (and only here), with its C++ start-up messages quieted; take
+``tf`` from this module (``from recsys_helpers.models import tf``) and the order of a
+notebook's imports does not matter.  Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see the messages.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import contextlib
 import os
 
 import numpy as np
-from tqdm.auto import trange
+
+from .progress import trange
 
 
 @contextlib.contextmanager
@@ -38,12 +43,16 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
+# TensorFlow's C++ start-up messages (CUDA probes on a machine without a GPU, CPU
+# instruction notices) clutter the notebooks.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 with _native_stderr_silenced():
     import tensorflow as tf
 
     tf.constant(0.0)  # initialise the devices now, while the probes are silenced
 
-__all__ = ["LatentFactorModel", "BPRModel", "make_train_step", "fit"]
+__all__ = ["LatentFactorModel", "BPRModel", "make_train_step", "fit", "tf"]
 
 
 class LatentFactorModel(tf.Module):
@@ -52,11 +61,13 @@ class LatentFactorModel(tf.Module):
     .. math:: \hat r(u, i) = \alpha + \beta_u + \beta_i + \gamma_u \cdot \gamma_i
 
     trained on :math:`\frac{1}{2|B|}\sum_{(u,i,r)\in B} (\hat r(u,i) - r)^2 +
-    \lambda\,(\|\beta_u\|^2 + \|\beta_i\|^2 + \|\gamma_u\|^2 + \|\gamma_i\|^2)`
-    for batches :math:`B` of training interactions.
+    \lambda_\beta(\|\beta_u\|^2 + \|\beta_i\|^2) + \lambda_\gamma(\|\gamma_u\|^2 + \|\gamma_i\|^2)`
+    for batches :math:`B` of training interactions.  ``lamb`` is :math:`\lambda_\beta`,
+    the biases' weight; ``lamb_factors`` is :math:`\lambda_\gamma`, the factors' weight
+    (``None``: the same as ``lamb``, the book's single :math:`\lambda`).
     """
 
-    def __init__(self, mu, n_users, n_items, K, lamb, seed=0):
+    def __init__(self, mu, n_users, n_items, K, lamb, seed=0, lamb_factors=None):
         super().__init__()
         init = tf.random.Generator.from_seed(seed)
         self.alpha = tf.Variable(mu, dtype=tf.float32, name="alpha")  # start at the mean
@@ -65,6 +76,7 @@ class LatentFactorModel(tf.Module):
         self.gamma_u = tf.Variable(init.normal([n_users, K], stddev=0.001), name="gamma_u")
         self.gamma_i = tf.Variable(init.normal([n_items, K], stddev=0.001), name="gamma_i")
         self.lamb = lamb
+        self.lamb_factors = lamb if lamb_factors is None else lamb_factors
 
     def predict(self, u, i):
         """Predicted ratings for arrays of users ``u`` and items ``i``."""
@@ -74,11 +86,10 @@ class LatentFactorModel(tf.Module):
                 + tf.reduce_sum(tf.gather(self.gamma_u, u) * tf.gather(self.gamma_i, i), axis=1))
 
     def reg(self):
-        """The regulariser: lambda times the sum of squared parameters (alpha excepted)."""
-        return self.lamb * (tf.reduce_sum(self.beta_u ** 2)
-                            + tf.reduce_sum(self.beta_i ** 2)
-                            + tf.reduce_sum(self.gamma_u ** 2)
-                            + tf.reduce_sum(self.gamma_i ** 2))
+        """The regulariser: each lambda times the sum of its squared parameters."""
+        return (self.lamb * (tf.reduce_sum(self.beta_u ** 2) + tf.reduce_sum(self.beta_i ** 2))
+                + self.lamb_factors * (tf.reduce_sum(self.gamma_u ** 2)
+                                       + tf.reduce_sum(self.gamma_i ** 2)))
 
     def loss(self, u, i, r):
         """The objective on one batch: half the mean squared error plus the regulariser."""
@@ -92,17 +103,19 @@ class BPRModel(tf.Module):
     .. math:: x_{u,i} = \beta_i + \gamma_u \cdot \gamma_i
 
     trained on :math:`-\frac{1}{|B|}\sum_{(u,i,j)\in B} \ln \sigma(x_{u,i} - x_{u,j})
-    + \lambda\,(\|\beta_i\|^2 + \|\gamma_u\|^2 + \|\gamma_i\|^2)/2`, where ``i`` is an item
-    the user interacted with and ``j`` one they did not.
+    + \lambda_\beta\|\beta_i\|^2/2 + \lambda_\gamma(\|\gamma_u\|^2 + \|\gamma_i\|^2)/2`, where
+    ``i`` is an item the user interacted with and ``j`` one they did not.  ``lamb`` is
+    :math:`\lambda_\beta`; ``lamb_factors`` is :math:`\lambda_\gamma` (``None``: the same).
     """
 
-    def __init__(self, n_users, n_items, K, lamb, seed=0):
+    def __init__(self, n_users, n_items, K, lamb, seed=0, lamb_factors=None):
         super().__init__()
         init = tf.random.Generator.from_seed(seed)
         self.beta_i = tf.Variable(init.normal([n_items], stddev=0.001), name="beta_i")
         self.gamma_u = tf.Variable(init.normal([n_users, K], stddev=0.001), name="gamma_u")
         self.gamma_i = tf.Variable(init.normal([n_items, K], stddev=0.001), name="gamma_i")
         self.lamb = lamb
+        self.lamb_factors = lamb if lamb_factors is None else lamb_factors
 
     def score(self, u, i):
         """Scores x_ui for arrays of users ``u`` and items ``i`` (higher ranks first)."""
@@ -114,10 +127,9 @@ class BPRModel(tf.Module):
         return tf.matmul(tf.gather(self.gamma_u, u), self.gamma_i, transpose_b=True) + self.beta_i
 
     def reg(self):
-        """The regulariser: lambda times half the sum of squared parameters."""
-        return self.lamb * (tf.nn.l2_loss(self.beta_i)
-                            + tf.nn.l2_loss(self.gamma_u)
-                            + tf.nn.l2_loss(self.gamma_i))
+        """The regulariser: each lambda times half the sum of its squared parameters."""
+        return (self.lamb * tf.nn.l2_loss(self.beta_i)
+                + self.lamb_factors * (tf.nn.l2_loss(self.gamma_u) + tf.nn.l2_loss(self.gamma_i)))
 
     def loss(self, u, i, j):
         """The objective on one batch of (user, positive item, negative item) triples."""
@@ -145,7 +157,8 @@ def make_train_step(model, optimizer):
     return train_step
 
 
-def fit(train_step, next_batch, steps, evaluate=None, every=10, desc="training"):
+def fit(train_step, next_batch, steps, evaluate=None, every=10, desc="training", stop=None,
+        progress=True):
     """Run ``steps`` training steps with a progress bar; return the learning curve.
 
     Parameters
@@ -154,12 +167,16 @@ def fit(train_step, next_batch, steps, evaluate=None, every=10, desc="training")
     next_batch : callable returning the next batch as a tuple of numpy arrays
     evaluate : callable returning a dict of figures (e.g. ``{"test_mse": ...}``), called
         every ``every`` steps and after the last one
+    stop : callable ``(step, figures) -> bool``, optional, called after each evaluation;
+        training ends early when it returns true (see :mod:`recsys_helpers.tuning`)
+    progress : bool, show the progress bar
+
     Returns
     -------
-    dict of lists: ``step``, ``objective`` and one list per figure of ``evaluate``.
+    dict of arrays: ``step``, ``objective`` and one array per figure of ``evaluate``.
     """
     history = {"step": [], "objective": []}
-    bar = trange(steps, desc=desc)
+    bar = trange(steps, desc=desc, disable=not progress)
     for t in bar:
         objective = float(train_step(*(tf.constant(a) for a in next_batch())))
         if (t + 1) % every == 0 or t + 1 == steps:
@@ -170,4 +187,7 @@ def fit(train_step, next_batch, steps, evaluate=None, every=10, desc="training")
                 history.setdefault(key, []).append(float(value))
             bar.set_postfix(objective=f"{objective:.4f}",
                             **{k: f"{v:.4f}" for k, v in figures.items()})
+            if stop is not None and stop(t + 1, figures):
+                break
+    bar.close()
     return {k: np.asarray(v) for k, v in history.items()}

@@ -184,7 +184,7 @@ def _write_bytes(path: Path, payload_chunks, gz: bool, level: int = 6) -> None:
 
 def _review_lines(spec: SampleSpec, rng: np.random.Generator, python_literals: bool,
                   progress: bool):
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     users, items, ratings = generate_interactions(spec, rng)
     n = users.size

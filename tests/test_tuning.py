@@ -1,0 +1,110 @@
+"""The tuning helpers: validation split, early stopping that keeps the best step, grid search."""
+
+import numpy as np
+import pytest
+
+from recsys_helpers.interactions import Interactions, rating_batches, training_mean
+from recsys_helpers.models import LatentFactorModel, fit, make_train_step, tf
+from recsys_helpers.tuning import (
+    Budget,
+    EarlyStopping,
+    grid_search,
+    train_with_early_stopping,
+    validation_mse,
+    validation_split,
+)
+
+
+def _ratings(n=3_000, n_users=100, n_items=60, seed=0):
+    rng = np.random.default_rng(seed)
+    u = rng.integers(n_users, size=n).astype(np.int32)
+    i = rng.integers(n_items, size=n).astype(np.int32)
+    b_u, b_i = rng.normal(0, 0.7, n_users), rng.normal(0, 0.7, n_items)
+    r = np.clip(np.rint(3.5 + b_u[u] + b_i[i] + rng.normal(0, 0.8, n)), 1, 5).astype(np.float32)
+    return Interactions(u, i, r, np.arange(n_users), np.arange(n_items))
+
+
+def test_validation_split_is_disjoint_and_seeded():
+    data = _ratings()
+    a, b = validation_split(data, 0.1, seed=3)
+    assert len(a) + len(b) == len(data) and len(b) == 300
+    a2, b2 = validation_split(data, 0.1, seed=3)
+    assert np.array_equal(b.user, b2.user) and np.array_equal(b.item, b2.item)
+    assert a.user_ids is data.user_ids and a.item_ids is data.item_ids
+    rows = lambda s: {tuple(x) for x in np.c_[s.user, s.item, s.rating].tolist()}  # noqa: E731
+    assert rows(a) | rows(b) <= rows(data)
+
+
+def test_separate_lambdas_regularise_what_they_name():
+    m = LatentFactorModel(3.0, 4, 5, 2, 0.5, seed=0, lamb_factors=0.0)
+    for v in (m.beta_u, m.beta_i, m.gamma_u, m.gamma_i):
+        v.assign(tf.ones_like(v))
+    assert float(m.reg()) == pytest.approx(0.5 * (4 + 5))
+    same = LatentFactorModel(3.0, 4, 5, 2, 0.5, seed=0)  # the book's single lambda
+    for v in (same.beta_u, same.beta_i, same.gamma_u, same.gamma_i):
+        v.assign(tf.ones_like(v))
+    assert float(same.reg()) == pytest.approx(0.5 * (4 + 5 + 8 + 10))
+
+
+def test_early_stopping_stops_and_restores_the_best_step():
+    v = tf.Variable(0.0)
+    curve = [5.0, 3.0, 1.0, 2.0, 4.0, 6.0, 0.5]
+    stopper = EarlyStopping([v], monitor="loss", mode="min", patience=2)
+    stopped_at = None
+    for step, value in enumerate(curve, start=1):
+        v.assign(float(step))
+        if stopper(step, {"loss": value}):
+            stopped_at = step
+            break
+    assert stopped_at == 5 and stopper.best_step == 3 and stopper.best_value == 1.0
+    stopper.restore()
+    assert float(v) == 3.0
+
+
+def test_fit_stops_when_told():
+    m = LatentFactorModel(3.5, 100, 60, 2, 1e-4, seed=0)
+    data = _ratings()
+    history = fit(make_train_step(m, tf.keras.optimizers.Adam(0.05)), rating_batches(data, 256, 0),
+                  50, every=5, stop=lambda step, figures: step >= 15, progress=False)
+    assert list(history["step"]) == [5, 10, 15]
+
+
+def test_early_stopping_keeps_a_model_better_than_the_mean_on_validation():
+    data = _ratings()
+    fit_part, validation = validation_split(data, 0.2, seed=0)
+    mu = training_mean(fit_part)
+    model = LatentFactorModel(mu, data.n_users, data.n_items, 0, 1e-4, seed=0)
+    history, stopper = train_with_early_stopping(
+        model, rating_batches(fit_part, 512, 0), lambda m: validation_mse(m, validation),
+        learning_rate=0.05, budget=Budget(max_steps=400, every=10, patience=3), progress=False)
+    mean_mse = float(np.mean((validation.rating - mu) ** 2))
+    assert stopper.best_value == pytest.approx(validation_mse(model, validation), rel=1e-5)
+    assert stopper.best_value == pytest.approx(history["validation_mse"].min())
+    assert stopper.best_value < 0.9 * mean_mse
+
+
+def test_grid_search_tries_every_setting_with_the_same_budget_and_keeps_the_best():
+    data = _ratings()
+    fit_part, validation = validation_split(data, 0.2, seed=0)
+    mu = training_mean(fit_part)
+    budget = Budget(max_steps=60, every=10, patience=None)
+    tuned = grid_search(
+        lambda lamb, lamb_factors: LatentFactorModel(mu, data.n_users, data.n_items, 2, lamb,
+                                                     lamb_factors=lamb_factors),
+        {"lamb": [1e-4, 1.0], "lamb_factors": [1e-3], "learning_rate": [0.05]},
+        batches=lambda: rating_batches(fit_part, 512, 0),
+        validate=lambda m: validation_mse(m, validation), budget=budget, progress=False)
+    assert len(tuned.trials) == 2
+    assert all(t.history["step"][-1] == 60 for t in tuned.trials)  # no patience: full budget
+    assert tuned.params["lamb"] == 1e-4  # a huge lambda on the biases pins them at zero
+    assert tuned.value == min(t.value for t in tuned.trials)
+    assert tuned.value == pytest.approx(validation_mse(tuned.model, validation), rel=1e-5)
+    assert list(tuned.table()["lamb"]) == [1e-4, 1.0]
+    assert "lamb = 0.0001" in tuned.summary()
+
+
+def test_budget_rejects_nonsense():
+    with pytest.raises(ValueError):
+        Budget(max_steps=0)
+    with pytest.raises(ValueError):
+        Budget(patience=0)
