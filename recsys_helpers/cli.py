@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch", help="download the real Goodreads files")
     f.add_argument("names", nargs="*", metavar="NAME",
                    help=f"datasets to fetch (default: all): {', '.join(REGISTRY)}")
+    f.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="longest time one file's download may take "
+                        "(default: RECSYS_FETCH_DEADLINE or 3 hours)")
 
     m = sub.add_parser("make-sample", help="write the synthetic sample files")
     m.add_argument("--out", default=None,
@@ -55,12 +58,12 @@ def main(argv=None) -> int:
     if args.command == "fetch":
         from .download import fetch_command
 
-        return fetch_command(args.names)
+        return fetch_command(args.names, deadline=args.deadline)
     if args.command == "make-sample":
-        from .datasets import sample_dir
+        from .datasets import bundled_dir
         from .sample import make_sample
 
-        out = args.out or sample_dir()
+        out = args.out or bundled_dir()
         make_sample(out, size=args.size, seed=args.seed, names=args.only,
                     python_literals=args.python_literals)
         return 0

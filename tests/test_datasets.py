@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_helpers import datasets
+from recsys_helpers import datasets, readers
 from recsys_helpers.datasets import (
     REGISTRY,
     REVIEW_FIELDS,
@@ -282,16 +282,16 @@ def reader(request, monkeypatch):
     the fallbacks when orjson and python-isal are not installed (gzip, json)."""
     if request.param == "isal threaded":
         pytest.importorskip("isal")
-        monkeypatch.setattr(datasets, "_n_cpus", lambda: 2)
-        monkeypatch.setattr(datasets, "_THREAD_BLOCK_SIZE", 4096)  # many small blocks
+        monkeypatch.setattr(readers, "_n_cpus", lambda: 2)
+        monkeypatch.setattr(readers, "_THREAD_BLOCK_SIZE", 4096)  # many small blocks
     elif request.param == "isal":
         pytest.importorskip("isal")
-        monkeypatch.setattr(datasets, "_n_cpus", lambda: 1)
+        monkeypatch.setattr(readers, "_n_cpus", lambda: 1)
     else:
-        monkeypatch.setattr(datasets, "_gzip", gzip)
-        monkeypatch.setattr(datasets, "_gzip_threaded", None)
-        monkeypatch.setattr(datasets, "_IsalError", zlib.error)
-        monkeypatch.setattr(datasets, "_fast_loads", json.loads)
+        monkeypatch.setattr(readers, "_gzip", gzip)
+        monkeypatch.setattr(readers, "_gzip_threaded", None)
+        monkeypatch.setattr(readers, "_IsalError", zlib.error)
+        monkeypatch.setattr(readers, "_fast_loads", json.loads)
     return request.param
 
 
@@ -317,7 +317,7 @@ def test_load_reviews_any_block_size(tmp_path, monkeypatch, reader, block_size):
                              cache=False)
     assert len(reference) == 40
     assert reference["rating"].tolist()[11] == 4 and reference["n_votes"].tolist()[12] == 3
-    monkeypatch.setattr(datasets, "_BLOCK_SIZE", block_size)
+    monkeypatch.setattr(readers, "_BLOCK_SIZE", block_size)
     for name, text in [("a.json.gz", "\n".join(lines) + "\n"),
                        ("b.json.gz", "\n".join(lines)),  # no newline at the end
                        ("c.json", "\n".join(lines) + "\n\n")]:  # plain, blank last line
@@ -331,7 +331,7 @@ def test_load_reviews_any_block_size(tmp_path, monkeypatch, reader, block_size):
 
 @pytest.mark.parametrize("block_size", [1, 100, 1 << 20])
 def test_load_reviews_bad_line_numbers_any_block_size(tmp_path, monkeypatch, reader, block_size):
-    monkeypatch.setattr(datasets, "_BLOCK_SIZE", block_size)
+    monkeypatch.setattr(readers, "_BLOCK_SIZE", block_size)
     lines = _odd_lines()  # 42 lines, 2 blank
     for index, bad, word in [(35, json.dumps(dict(RECORDS[1], rating="five")), "rating"),
                              (0, "{not json", "JSON"),
@@ -358,7 +358,7 @@ def test_load_reviews_first_bad_line_is_reported(tmp_path):
     _assert_names(info, path, 5)
 
 
-@pytest.mark.parametrize("value, word", [("NaN", "rating"), (str(2**70), "int32")])
+@pytest.mark.parametrize("value, word", [("NaN", "rating"), (str(2**70), "outside the scale")])
 def test_load_reviews_values_json_accepts(tmp_path, value, word):
     # Lines orjson refuses and json reads: the record is read, its rating is refused.
     lines = [json.dumps(r) for r in RECORDS[:3]]
@@ -503,7 +503,7 @@ def test_load_reviews_cache_hit(tmp_path, monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("the source was read again instead of the cache")
 
-    monkeypatch.setattr(datasets, "_iter_blocks", no_reading)
+    monkeypatch.setattr(readers, "iter_blocks", no_reading)
     second = load_reviews(path)
     pd.testing.assert_frame_equal(second, first)
     assert second.attrs["skipped_lines"] == 0
@@ -526,7 +526,7 @@ def test_load_reviews_cache_per_field_set(tmp_path, monkeypatch):
         raise AssertionError("the source was read again instead of the cache")
 
     with monkeypatch.context() as m:
-        m.setattr(datasets, "_iter_blocks", no_reading)
+        m.setattr(readers, "iter_blocks", no_reading)
         pd.testing.assert_frame_equal(load_reviews(path), slim)
         pd.testing.assert_frame_equal(load_reviews(path, ("user_id", "n_votes")), votes)
     # A changed source: the stale cache of the same fields is replaced, the other kept.
@@ -761,3 +761,206 @@ def test_load_full_from_data_dir(env, tmp_path, capsys):
     df = load("comics_reviews", REVIEW_FIELDS, cache=False)
     assert "full" in capsys.readouterr().out
     assert _as_lists(df) == _expected(RECORDS, REVIEW_FIELDS)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _bad_record_lines(bad_line: str) -> list[str]:
+    lines = [json.dumps(r) for r in RECORDS[:4]]
+    lines[2] = bad_line
+    return lines
+
+
+@pytest.mark.parametrize("kind", ["json", "literal"])
+def test_deep_nesting_is_a_format_error(tmp_path, reader, kind):
+    depth = 5_000
+    nested = "[" * depth + "]" * depth
+    bad = (f'{{"user_id": "u", "book_id": "b", "rating": 1, "x": {nested}}}' if kind == "json"
+           else f"{{'user_id': 'u', 'book_id': 'b', 'rating': 1, 'x': {'(' * depth}{')' * depth}}}")
+    path = _write(tmp_path / "deep.json.gz", _bad_record_lines(bad))
+    with pytest.raises(DataFormatError) as info:
+        load_reviews(path, cache=False)
+    _assert_names(info, path, 3)
+    df = load_reviews(path, skip_bad_lines=True, cache=False)
+    assert len(df) == 3 and df.attrs["skipped_lines"] == 1
+
+
+@pytest.mark.parametrize("suffix", [".json.gz", ".tsv"])
+def test_overlong_line_is_refused(tmp_path, monkeypatch, suffix):
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 10_000)
+    monkeypatch.setattr(readers, "_BLOCK_SIZE", 1_000)
+    if suffix == ".tsv":
+        lines = ["u1\tb1\t4", "u2\tb2\t" + "x" * 20_000]
+    else:
+        lines = [json.dumps(RECORDS[0]), " " * 20_000 + json.dumps(RECORDS[1])]
+    path = _write(tmp_path / f"long{suffix}", lines)
+    load = load_ratings_tsv if suffix == ".tsv" else load_reviews
+    for skip in (False, True):  # damage, not a bad record: skipping does not hide it
+        with pytest.raises(DataFormatError, match="longer than 10,000 bytes") as info:
+            load(path, skip_bad_lines=skip, **({} if suffix == ".tsv" else {"cache": False}))
+        _assert_names(info, path, 2)
+
+
+@pytest.mark.parametrize("field, value", [("user_id", None), ("book_id", ""),
+                                          ("user_id", ""), ("book_id", None)])
+def test_null_or_empty_ids_are_refused(tmp_path, reader, field, value):
+    path = _write(tmp_path / "ids.json.gz",
+                  _bad_record_lines(json.dumps(dict(RECORDS[2], **{field: value}))))
+    with pytest.raises(DataFormatError, match=field) as info:
+        load_reviews(path, cache=False)
+    _assert_names(info, path, 3)
+    assert len(load_reviews(path, skip_bad_lines=True, cache=False)) == 3
+
+
+@pytest.mark.parametrize("rating", [-1, 6, 1e300])
+def test_review_rating_outside_the_scale(tmp_path, reader, rating):
+    path = _write(tmp_path / "r.json.gz",
+                  _bad_record_lines(json.dumps(dict(RECORDS[2], rating=rating))))
+    with pytest.raises(DataFormatError, match="rating") as info:
+        load_reviews(path, cache=False)
+    _assert_names(info, path, 3)
+
+
+def test_int32_overflow_in_a_count(tmp_path):
+    path = _write(tmp_path / "votes.json.gz",
+                  _bad_record_lines(json.dumps(dict(RECORDS[2], n_votes=2**40))))
+    with pytest.raises(DataFormatError, match="int32") as info:
+        load_reviews(path, ("user_id", "n_votes"), cache=False)
+    _assert_names(info, path)
+
+
+@pytest.mark.parametrize("rating", ["1e300", "-1", "5.5", "nan", "inf"])
+def test_tsv_rating_must_be_finite_and_on_the_scale(tmp_path, rating):
+    path = _write(tmp_path / "r.tsv", ["u1\tb1\t4", f"u2\tb2\t{rating}", "u3\tb3\t0"])
+    with pytest.raises(DataFormatError, match="rating") as info:
+        load_ratings_tsv(path)
+    _assert_names(info, path, 2)
+    with pytest.raises(DataFormatError):
+        check_file(path, "tsv")
+    assert load_ratings_tsv(path, skip_bad_lines=True)["rating"].tolist() == [4.0, 0.0]
+
+
+@pytest.mark.parametrize("line", ["\tb2\t3", "u2\t\t3"])
+def test_tsv_empty_ids_are_refused(tmp_path, line):
+    path = _write(tmp_path / "r.tsv", ["u1\tb1\t4", line])
+    with pytest.raises(DataFormatError, match="empty") as info:
+        load_ratings_tsv(path)
+    _assert_names(info, path, 2)
+
+
+@pytest.mark.parametrize("suffix", [".json.gz", ".tsv"])
+def test_undecodable_bytes_name_file_and_line(tmp_path, suffix):
+    if suffix == ".tsv":
+        payload = b"u1\tb1\t4\nu\xff2\tb2\t3\n"
+    else:
+        good = [json.dumps(r).encode() for r in RECORDS[:3]]
+        payload = b"\n".join([good[0], good[1].replace(b'"u1"', b'"u\xff1"'), good[2]]) + b"\n"
+        payload = gzip.compress(payload)
+    path = tmp_path / f"bytes{suffix}"
+    path.write_bytes(payload)
+    load = load_ratings_tsv if suffix == ".tsv" else (lambda p: load_reviews(p, cache=False))
+    with pytest.raises(DataFormatError, match="not UTF-8") as info:
+        load(path)
+    _assert_names(info, path, 2)
+
+
+def test_load_tsv_fields_select_columns(env):
+    df = load("fantasy_tsv", ["user", "rating"], data="sample", verbose=False)
+    assert list(df.columns) == ["user", "rating"]
+    with pytest.raises(ValueError, match="book_id"):
+        load("fantasy_tsv", ["book_id"], data="sample", verbose=False)
+
+
+def test_get_dataset_accepts_a_dataset():
+    ds = REGISTRY["comics_reviews"]
+    assert get_dataset(ds) is ds
+
+
+def test_all_names_exist():
+    for name in datasets.__all__:
+        assert hasattr(datasets, name), name
+
+
+def test_docstring_examples(env, capsys):
+    import doctest
+
+    result = doctest.testmod(datasets, verbose=False)
+    assert result.attempted >= 3 and result.failed == 0, capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- cache keys
+
+
+def test_same_size_and_mtime_replacement_is_reread(tmp_path):
+    path = _write(tmp_path / "reviews.json", [json.dumps(r) for r in RECORDS])
+    load_reviews(path)
+    before = path.stat()
+    swapped = [dict(r, rating=5 - r["rating"]) for r in RECORDS]
+    # A new file renamed over it (another inode), with the same size and mtime.
+    other = _write(tmp_path / "new.json", [json.dumps(r) for r in swapped])
+    assert other.stat().st_size == before.st_size
+    os.replace(other, path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert load_reviews(path)["rating"].tolist() == [r["rating"] for r in swapped]
+    # Rewritten in place (same inode, size and mtime): the bytes tell them apart.
+    _write(path, [json.dumps(r) for r in RECORDS])
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert load_reviews(path)["rating"].tolist() == [r["rating"] for r in RECORDS]
+
+
+def test_file_changed_during_load_is_not_cached(tmp_path, monkeypatch):
+    path = _write(tmp_path / "reviews.json.gz", [json.dumps(r) for r in RECORDS])
+    original = datasets.read_reviews
+
+    def read_then_replace(*args, **kwargs):
+        df = original(*args, **kwargs)
+        _write(path, [json.dumps(r) for r in RECORDS[:3]])  # rewritten meanwhile
+        return df
+
+    monkeypatch.setattr(datasets, "read_reviews", read_then_replace)
+    assert len(load_reviews(path)) == len(RECORDS)
+    assert _cache_files(path) == []
+    monkeypatch.undo()
+    assert len(load_reviews(path)) == 3
+
+
+def test_copies_in_other_folders_have_their_own_key(tmp_path):
+    from recsys_helpers import cache
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _write(tmp_path / "a" / "reviews.json.gz", [json.dumps(r) for r in RECORDS])
+    b = tmp_path / "b" / "reviews.json.gz"
+    b.write_bytes(a.read_bytes())
+    st = a.stat()
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache.signature(a) != cache.signature(b)
+    assert cache.cache_folders(a)[-1] != cache.cache_folders(b)[-1]
+
+
+def test_orphaned_tmp_files_removed_and_clear(tmp_path):
+    from recsys_helpers import cache
+
+    path = _write(tmp_path / "reviews.json.gz", [json.dumps(r) for r in RECORDS])
+    dead = subprocess_pid_that_ended()
+    orphan = tmp_path / f".{path.name}.user_id+book_id+rating.0123456789abcdef.cache.npz.{dead}.tmp"
+    orphan.write_bytes(b"half")
+    alive = tmp_path / f".{path.name}.user_id.0123456789abcdef.cache.npz.{os.getpid()}.tmp"
+    alive.write_bytes(b"being written")
+    load_reviews(path)
+    load_reviews(path, ("user_id", "n_votes"))
+    assert not orphan.exists() and alive.exists()
+    assert len(_cache_files(path)) == 2
+    assert cache.clear(path) == 2
+    assert _cache_files(path) == [] and path.exists()
+
+
+def subprocess_pid_that_ended() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)

@@ -7,6 +7,7 @@ import gzip
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,7 +34,9 @@ TSV_BYTES = b"".join(f"u{i}\ti{i % 4}\t{i % 5 + 1}\n".encode() for i in range(20
 
 
 class Server:
-    """A threaded HTTP server: ``routes`` maps a path to bytes, or ("cut", bytes)."""
+    """A threaded HTTP server: ``routes`` maps a path to bytes, or to (kind, bytes) with
+    kind "cut" (half the body, then hang up), "slow" (a byte every 0.2 s) or "no length"
+    (no Content-Length header)."""
 
     def __init__(self):
         self.routes: dict[str, object] = {}
@@ -47,18 +50,27 @@ class Server:
                 if body is None:
                     self.send_error(404)
                     return
-                cut = isinstance(body, tuple)
-                data = body[1] if cut else body
+                kind, data = body if isinstance(body, tuple) else ("whole", body)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(data)))
+                if kind != "no length":
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if cut:  # promise the whole body, send half, hang up
+                if kind == "cut":  # promise the whole body, send half, hang up
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
                     self.close_connection = True
+                elif kind == "slow":  # one byte every 0.2 s, while the client listens
+                    for i in range(len(data)):
+                        try:
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(0.2)
                 else:
                     self.wfile.write(data)
+                    self.close_connection = kind == "no length"
 
             def log_message(self, *args):
                 pass
@@ -214,3 +226,107 @@ def test_invalid_present_file_replaced(server, dest):
 def test_unknown_name_raises_keyerror(dest):
     with pytest.raises(KeyError, match="unknown dataset"):
         download.fetch(["nope"])
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_deadline_stops_a_trickling_server(server, dest):
+    server.routes["/" + TSV.filename] = ("slow", TSV_BYTES)
+    start = time.monotonic()
+    with pytest.raises(download.FetchError, match="deadline"):
+        _fetch(TSV.name, progress=False, deadline=1.0)
+    assert time.monotonic() - start < 1.0 + TIMEOUT + 1.5
+    _assert_clean(dest, TSV.filename)
+
+
+def test_deadline_from_the_environment(server, dest, monkeypatch):
+    monkeypatch.setenv("RECSYS_FETCH_DEADLINE", "0.5")
+    server.routes["/" + TSV.filename] = ("slow", TSV_BYTES)
+    with pytest.raises(download.FetchError, match="deadline of 0.5 s"):
+        _fetch(TSV.name, progress=False)
+    _assert_clean(dest, TSV.filename)
+
+
+@pytest.mark.parametrize("kind", ["whole", "no length"])
+def test_size_cap_from_the_registry(server, dest, monkeypatch, kind):
+    small = dataclasses.replace(TSV, size=100)
+    monkeypatch.setitem(datasets.REGISTRY, TSV.name, small)
+    server.routes["/" + TSV.filename] = (kind, TSV_BYTES * 20)  # over 2 x 100 bytes
+    with pytest.raises(download.FetchError, match="larger than 200 bytes"):
+        _fetch(TSV.name, progress=False)
+    _assert_clean(dest, TSV.filename)
+    within = b"".join(TSV_BYTES.splitlines(keepends=True)[:15])
+    assert 100 < len(within) <= 200
+    server.routes["/" + TSV.filename] = (kind, within)  # within the margin
+    assert _fetch(TSV.name, progress=False) == [dest / TSV.filename]
+
+
+def test_every_dataset_attempted_and_every_failure_reported(server, dest):
+    server.routes["/" + REVIEWS.filename] = _reviews_bytes()  # TSV and fantasy: 404
+    fantasy = datasets.get_dataset("fantasy_reviews")
+    with pytest.raises(download.FetchError) as info:
+        _fetch(TSV.name, REVIEWS.name, fantasy.name, progress=False)
+    msg = str(info.value)
+    assert TSV.filename in msg and fantasy.filename in msg and "2 of 3" in msg
+    assert REVIEWS.filename not in msg.replace(fantasy.filename, "")
+    assert sorted(p.name for p in dest.iterdir()) == [REVIEWS.filename]
+
+
+def test_mirrors_of_the_review_files(monkeypatch):
+    monkeypatch.delenv("RECSYS_DATA_URL", raising=False)
+    for name in ("fantasy_reviews", "comics_reviews"):
+        urls = download.base_urls(name)
+        assert urls[: len(download.BASE_URLS)] == list(download.BASE_URLS)
+        assert urls[-1] == "https://mcauleylab.ucsd.edu/public_datasets/gdrive/goodreads/byGenre/"
+    assert download.GENRE_MIRROR not in download.base_urls("fantasy_tsv")
+    monkeypatch.setenv("RECSYS_DATA_URL", "http://a/,http://b")
+    assert download.base_urls("comics_reviews") == ["http://a/", "http://b/"]
+
+
+def test_registry_entries_have_size_and_hash_fields():
+    for ds in datasets.REGISTRY.values():
+        assert ds.size is None or ds.size > 1_000_000
+        assert ds.sha256 is None or len(ds.sha256) == 64
+
+
+def test_staging_of_a_killed_fetch_is_removed(server, dest):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    dest.mkdir()
+    stale = dest / f".partial-{dead}-abc"
+    stale.mkdir()
+    (stale / TSV.filename).write_bytes(b"half a file")
+    server.routes["/" + TSV.filename] = TSV_BYTES
+    _fetch(TSV.name, progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == [TSV.filename]
+
+
+def test_sigterm_leaves_nothing_partial(server, dest):
+    import signal
+    import subprocess
+    import sys
+
+    server.routes["/" + TSV.filename] = ("slow", TSV_BYTES)
+    code = ("import sys; from recsys_helpers.download import fetch_command; "
+            "sys.exit(fetch_command(['fantasy_tsv']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(400):  # until the download has begun
+            if dest.exists() and list(dest.glob(".partial-*/*")):
+                time.sleep(0.5)  # a few bytes in
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the download did not begin")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "no partial file" in err
+    _assert_clean(dest, TSV.filename)
