@@ -51,6 +51,8 @@ __all__ = [
     "load_ratings_tsv",
     "load_reviews",
     "check_file",
+    "data_mode",
+    "display_path",
 ]
 
 _COURSE_ROOT = Path(__file__).resolve().parent.parent
@@ -167,11 +169,11 @@ def locate(name: str | Dataset, data: str | None = None,
     else:
         path, which = bundled_dir() / ds.filename, "bundled synthetic sample"
     if verbose:
-        print(f"Reading {ds.filename} ({which}): {_display_path(path)}")
+        print(f"Reading {ds.filename} ({which}): {display_path(path)}")
     return path
 
 
-def _display_path(path: Path) -> str:
+def display_path(path: Path) -> str:
     """A path as shown to the reader: relative to the course or the home folder."""
     path = Path(path)
     for base, label in ((_COURSE_ROOT, ""), (Path.home(), "~/")):

@@ -1,10 +1,19 @@
 """Execute the course's notebooks headless (nbclient) and collect their recorded figures.
 
 ``python -m recsys_helpers run`` executes every chapter notebook and every exercise
-solution notebook with the chosen data, and writes into the output folder the executed
-notebooks, an HTML export of each, ``results.json`` and ``results.md`` (each figure
-beside the book's, where the book reports one), and ``timing.json`` (each notebook's wall
-time and the peak resident memory of its kernel).
+solution notebook with the chosen data, and writes into the output folder:
+
+* the executed notebooks, and an HTML page of each that renders its equations offline
+  (a local MathJax copied beside the pages);
+* ``results.json`` (the figures by notebook) and ``results.md`` (each figure with a
+  readable label, beside the book's where the book reports one);
+* ``timing.json`` (each notebook's wall time and the peak resident memory of its kernel);
+* ``failures.json``: one entry per notebook that did not run to the end, with its kind:
+  ``check`` (a test cell's assertion failed: the notebook ran, a figure is not what the
+  check expects), ``crash`` (any other error) or ``timeout``.
+
+Kernels are started over IPC (Unix sockets) rather than unencrypted TCP, and with
+``RECSYS_PROGRESS=text``, so that stored progress bars are finished text lines.
 """
 
 from __future__ import annotations
@@ -12,14 +21,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .results import read_results
 
-__all__ = ["BOOK_FIGURES", "course_notebooks", "select", "run_notebook", "run_course",
-           "run_command"]
+__all__ = ["BOOK_FIGURES", "FIGURE_LABELS", "Failure", "NotebookFailed", "course_notebooks",
+           "select", "run_notebook", "execute_notebooks", "run_command", "data_description"]
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -40,6 +53,25 @@ BOOK_FIGURES = {
     ("exercise_5_4", "auc_sampled"): 0.794,
 }
 
+#: What each recorded figure is, for results.md (names from the notebooks' ``record``).
+FIGURE_LABELS = {
+    "test_mse": "test MSE of the model",
+    "mse_always_mean": "test MSE, always predicting the mean rating",
+    "mse_bias_only": "test MSE, biases only (no latent factors)",
+    "mse_baseline_only": "test MSE, Surprise's BaselineOnly (biases fitted by ALS)",
+    "mse_raw": "test MSE, raw predictions",
+    "mse_rounded": "test MSE, predictions rounded to whole stars",
+    "n_users": "users in the data",
+    "n_items": "items (books) in the data",
+    "auc": "AUC on held-out interactions, sampled negatives",
+    "auc_sampled": "AUC, sampled negatives (the book's protocol, corrected)",
+    "auc_exact": "AUC, every non-interacted item as a negative",
+    "auc_popularity": "AUC of ranking by popularity (a baseline)",
+    "precision_at_10": "precision@10 on held-out interactions",
+    "recall_at_10": "recall@10 on held-out interactions",
+    "param_change": "smallest largest change of any variable during training",
+}
+
 
 def course_notebooks() -> list[Path]:
     """Every chapter notebook, then every exercise solution notebook, in course order."""
@@ -48,7 +80,7 @@ def course_notebooks() -> list[Path]:
     return chapters + solutions
 
 
-def select(only) -> list[Path]:
+def select(only: Iterable[str] | None) -> list[Path]:
     """The notebooks whose stem equals, or uniquely contains, each name in ``only``."""
     available = course_notebooks()
     if not only:
@@ -68,22 +100,16 @@ def select(only) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _environment(values: dict):
-    """Set environment variables for the kernels started inside the block."""
+def _environ_set(values: dict) -> Iterator[None]:
+    """Set environment variables (None: unset) for the kernels started in the block."""
     saved = {k: os.environ.get(k) for k in values}
     try:
         for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = str(v)
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, str(v))
         yield
     finally:
         for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 class _PeakMemory:
@@ -96,17 +122,15 @@ class _PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self):
+    def _poll(self) -> None:
         import psutil
 
         me = psutil.Process()
         while not self._stop.is_set():
             total = 0
             for child in me.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):  # the process ended meanwhile
                     total += child.memory_info().rss
-                except psutil.Error:  # the process ended meanwhile
-                    pass
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 
@@ -119,38 +143,32 @@ class _PeakMemory:
         self._thread.join()
 
 
+@dataclass
+class Failure:
+    """Why a notebook did not run to the end (one entry of ``failures.json``)."""
+
+    notebook: str
+    kind: str  # "check", "crash" or "timeout"
+    cell: int  # 1-based among code cells
+    error: str
+    message: str
+    first_line: str
+
+    def __str__(self) -> str:
+        what = "check failed" if self.kind == "check" else "failed"
+        return (f"{self.notebook}.ipynb: cell {self.cell} ({self.first_line[:60]!r}) {what}: "
+                f"{self.error}: {self.message}")
+
+
 class NotebookFailed(RuntimeError):
-    """A cell raised; the message names the notebook, the cell and the error."""
+    """A cell raised or timed out; ``.failure`` says which, ``.notebook`` holds the node."""
+
+    def __init__(self, failure: Failure, notebook):
+        super().__init__(str(failure))
+        self.failure, self.notebook = failure, notebook
 
 
-def run_notebook(path: Path, timeout: int = 3600):
-    """Execute one notebook in its own folder; return the executed node.
-
-    Raises :class:`NotebookFailed` naming the failing cell (the partly executed node is
-    attached as ``.notebook``).
-    """
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError
-
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                            resources={"metadata": {"path": str(path.parent)}})
-    try:
-        client.execute()
-    except (CellExecutionError, CellTimeoutError) as exc:
-        index, cell = _failing_cell(nb)
-        first_line = cell.source.strip().splitlines()[0] if cell is not None and cell.source.strip() else ""
-        error = getattr(exc, "ename", type(exc).__name__)
-        value = getattr(exc, "evalue", str(exc).strip().splitlines()[-1] if str(exc).strip() else "")
-        err = NotebookFailed(
-            f"{path.name}: cell {index} ({first_line[:60]!r}) failed: {error}: {value}")
-        err.notebook = nb
-        raise err from None
-    return nb
-
-
-def _failing_cell(nb):
+def _failing_cell(nb) -> tuple[int, dict | None]:
     """(1-based index among code cells, cell) of the cell that raised or timed out."""
     code = [c for c in nb.cells if c.cell_type == "code"]
     for k, cell in enumerate(code, 1):
@@ -161,103 +179,253 @@ def _failing_cell(nb):
     return k, code[k - 1] if code else None
 
 
-def _export_html(nb, target: Path) -> None:
+def _is_test_cell(cell) -> bool:
+    """A graded test cell (nbgrader) or a visible ``# Test:`` cell."""
+    if cell is None:
+        return False
+    return bool(cell.metadata.get("nbgrader", {}).get("grade")) or \
+        cell.source.lstrip().startswith("# Test")
+
+
+def _failure(path: Path, nb, exc: Exception) -> Failure:
+    from nbclient.exceptions import CellTimeoutError
+
+    index, cell = _failing_cell(nb)
+    lines = cell.source.strip().splitlines() if cell is not None else []
+    error = getattr(exc, "ename", type(exc).__name__)
+    text = str(exc).strip()
+    message = getattr(exc, "evalue", text.splitlines()[-1] if text else "")
+    if isinstance(exc, CellTimeoutError):
+        kind = "timeout"
+    elif error == "AssertionError" and _is_test_cell(cell):
+        kind = "check"
+    else:
+        kind = "crash"
+    return Failure(path.stem, kind, index, error, message, lines[0] if lines else "")
+
+
+def _ipc_config(folder: str):
+    """Kernel settings: listen on Unix sockets (IPC) in ``folder``, not on unencrypted TCP
+    ports (and so without ipykernel's warning about it)."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = os.path.join(folder, "kernel")
+    return config
+
+
+def run_notebook(path: Path, timeout: int = 3600):
+    """Execute one notebook in its own folder; return the executed node.
+
+    Raises :class:`NotebookFailed` naming the failing cell (the partly executed node is
+    attached as ``.notebook``, the structured reason as ``.failure``).
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    with tempfile.TemporaryDirectory(prefix="recsys-kernel-") as sockets:
+        client = NotebookClient(nb, config=_ipc_config(sockets), kernel_name="python3",
+                                timeout=timeout, record_timing=False,
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        except (CellExecutionError, CellTimeoutError) as exc:
+            raise NotebookFailed(_failure(path, nb, exc), nb) from None
+    return nb
+
+
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def strip_widgets(nb) -> None:
+    """Remove widget state and widget views (keeping their text) from a notebook."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if _WIDGET_MIME in data:
+                del data[_WIDGET_MIME]
+
+
+def _mathjax_url(out: Path) -> str:
+    """Copy a local MathJax (the jupyter-server-mathjax package) beside the pages."""
+    import jupyter_server_mathjax
+
+    source = Path(jupyter_server_mathjax.__file__).parent / "static"
+    target = out / "mathjax"
+    if not (target / "MathJax.js").is_file():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    return "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+
+
+def _export_html(nb, target: Path, mathjax_url: str) -> None:
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    # require.js serves only JavaScript outputs (widgets), which the pages do not keep:
+    # an empty script instead of the CDN's, so that a page loads nothing from outside.
+    exporter = HTMLExporter(mathjax_url=mathjax_url,
+                            require_js_url="data:application/javascript,")
+    body, _ = exporter.from_notebook_node(nb)
     target.write_text(body, encoding="utf-8")
 
 
+def data_description(data: str | None = None, data_dir: str | os.PathLike | None = None) -> str:
+    """Which copy of each file a run reads (``auto`` resolved), in one phrase."""
+    from .datasets import REGISTRY, display_path, locate
+
+    copies = {}
+    for ds in REGISTRY.values():
+        try:
+            path = locate(ds.name, data=data, data_dir=data_dir, verbose=False)
+        except FileNotFoundError:
+            copies[ds.filename] = "missing"
+            continue
+        bundled = path.parent.resolve() == (ROOT / "data").resolve()
+        copies[ds.filename] = ("the bundled synthetic sample" if bundled
+                               else f"the full data in {display_path(path.parent)}")
+    kinds = set(copies.values())
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "; ".join(f"{name}: {kind}" for name, kind in copies.items())
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
 def _results_markdown(results: dict, seconds: dict, memory: dict, data_label: str) -> str:
-    lines = [
-        "# Results of the course notebooks",
-        "",
-        f"Data: {data_label}. The book's figures were obtained on the real Goodreads files;",
-        "on the bundled synthetic sample only the direction of each comparison carries over.",
-        "",
-        "| notebook | figure | this run | book |",
-        "|---|---|---:|---:|",
-    ]
+    lines = ["# Results of the course notebooks", "",
+             f"Data: {data_label}. The book's figures were obtained on the real Goodreads files;",
+             "on the bundled synthetic sample only the direction of each comparison carries over.",
+             "", "| notebook | figure | this run | book |", "|---|---|---:|---:|"]
     for stem, figures in results.items():
         for name, value in figures.items():
             book = BOOK_FIGURES.get((stem, name))
-            shown = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(
-                value, int) and not isinstance(value, bool) else str(value)
-            book_shown = "" if book is None else (f"{book:,}" if isinstance(book, int) else f"{book:.3f}")
-            lines.append(f"| {stem} | {name} | {shown} | {book_shown} |")
+            book_shown = "" if book is None else (f"{book:,}" if isinstance(book, int)
+                                                  else f"{book:.3f}")
+            label = f"{FIGURE_LABELS.get(name, name)} (`{name}`)"
+            lines.append(f"| {stem} | {label} | {_shown(value)} | {book_shown} |")
     lines += ["", "| notebook | seconds | peak memory of the kernel (MB) |", "|---|---:|---:|"]
     lines += [f"| {stem} | {sec:.1f} | {memory[stem] / 1e6:,.0f} |" for stem, sec in seconds.items()]
     return "\n".join(lines) + "\n"
 
 
-def run_course(paths, out="build/run", data=None, data_dir=None, timeout=3600,
-               progress=True, inplace=False):
-    """Execute ``paths``; write executed notebooks, HTML, results.json and results.md.
+def _kernel_environ(data: str | None, data_dir) -> dict:
+    return {"RECSYS_DATA": data or os.environ.get("RECSYS_DATA") or "auto",
+            "RECSYS_DATA_DIR": str(Path(data_dir).resolve()) if data_dir
+            else os.environ.get("RECSYS_DATA_DIR"),
+            "RECSYS_PROGRESS": "text"}
+
+
+def _execute_one(path: Path, timeout: int) -> tuple:
+    """(executed node, Failure or None, seconds, peak memory) of one notebook."""
+    start = time.perf_counter()
+    failure = None
+    with _PeakMemory() as peak:
+        try:
+            nb = run_notebook(path, timeout=timeout)
+        except NotebookFailed as exc:
+            nb, failure = exc.notebook, exc.failure
+    return nb, failure, time.perf_counter() - start, peak.peak
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def execute_notebooks(paths: Iterable[Path], out: str | os.PathLike = "build/run",
+                      data: str | None = None, data_dir: str | os.PathLike | None = None,
+                      timeout: int = 3600, progress: bool = True,
+                      inplace: bool = False) -> tuple[dict, list[Failure]]:
+    """Execute ``paths``; write the executed notebooks, HTML pages and the JSON and
+    Markdown reports into ``out`` (see the module's documentation).
 
     With ``inplace`` each notebook that ran to the end is also saved over its source, with
-    its outputs (how the committed notebooks are refreshed after a change).
+    its outputs and without widget state (how the committed notebooks are refreshed).
 
-    Returns ``(results, failures)``: the figures by notebook stem and the failure
-    messages (empty when every notebook ran to the end).
+    Returns ``(results, failures)``: the figures by notebook stem (also those a failed
+    notebook recorded before it stopped) and the failures, in order.
     """
     import nbformat
     from tqdm.auto import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    env = {"RECSYS_DATA": data or os.environ.get("RECSYS_DATA") or "auto",
-           "RECSYS_DATA_DIR": str(Path(data_dir).resolve()) if data_dir
-           else os.environ.get("RECSYS_DATA_DIR")}
+    mathjax = _mathjax_url(out)
     results, seconds, memory, failures = {}, {}, {}, []
     bar = tqdm(list(paths), desc="notebooks", unit="nb", disable=not progress)
-    with _environment(env):
+    with _environ_set(_kernel_environ(data, data_dir)):
         for path in bar:
             bar.set_postfix_str(path.stem)
-            start = time.perf_counter()
-            ok = True
-            with _PeakMemory() as peak:
-                try:
-                    nb = run_notebook(path, timeout=timeout)
-                except NotebookFailed as exc:
-                    ok = False
-                    failures.append(str(exc))
-                    nb = exc.notebook
-                    tqdm.write(f"FAILED {exc}", file=sys.stderr)
-            seconds[path.stem] = time.perf_counter() - start
-            memory[path.stem] = peak.peak
+            nb, failure, seconds[path.stem], memory[path.stem] = _execute_one(path, timeout)
+            strip_widgets(nb)
+            if failure is not None:
+                failures.append(failure)
+                tqdm.write(f"FAILED {failure}", file=sys.stderr)
             nbformat.write(nb, out / path.name)
-            if inplace and ok:
+            if inplace and failure is None:
                 nbformat.write(nb, path)
-            _export_html(nb, out / (path.stem + ".html"))
+            _export_html(nb, out / (path.stem + ".html"), mathjax)
             results[path.stem] = read_results(nb)
-    label = env["RECSYS_DATA"] + (f" (folder {data_dir})" if data_dir else "")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    label = data_description(data, data_dir)
+    _write_json(out / "results.json", results)
     (out / "results.md").write_text(_results_markdown(results, seconds, memory, label),
                                     encoding="utf-8")
-    timing = {stem: {"seconds": round(seconds[stem], 2), "peak_rss_bytes": memory[stem]}
-              for stem in seconds}
-    (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
+    _write_json(out / "timing.json", {s: {"seconds": round(seconds[s], 2),
+                                          "peak_rss_bytes": memory[s]} for s in seconds})
+    _write_json(out / "failures.json", [asdict(f) for f in failures])
     return results, failures
 
 
-def run_command(data=None, data_dir=None, only=None, out="build/run", timeout=3600,
-                inplace=False) -> int:
-    """The ``run`` command: returns the process exit code."""
+def _check_arguments(only, out, data_dir) -> list[Path]:
+    """The notebooks to run; raises ValueError with a message for the user."""
+    paths = select(only)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise ValueError(f"--data-dir {data_dir} is not a folder")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (it is created if missing)")
+    return paths
+
+
+def _report(failures: list[Failure], results: dict, out: Path, n: int) -> None:
+    checks = [f for f in failures if f.kind == "check"]
+    crashes = [f for f in failures if f.kind != "check"]
+    if checks:
+        print(f"{len(checks)} check(s) failed (the notebook ran; a figure is not what its "
+              "test expects):", file=sys.stderr)
+        for f in checks:
+            print(f"  {f}\n    figures recorded before it: {results.get(f.notebook, {})}",
+                  file=sys.stderr)
+    if crashes:
+        print(f"{len(crashes)} notebook(s) crashed or timed out:", file=sys.stderr)
+        for f in crashes:
+            print(f"  {f}", file=sys.stderr)
+    print(f"wrote {n} executed notebook(s) and their HTML pages, results.md, results.json, "
+          f"timing.json and failures.json to {out}/")
+
+
+def run_command(data: str | None = None, data_dir: str | os.PathLike | None = None,
+                only: Iterable[str] | None = None, out: str | os.PathLike = "build/run",
+                timeout: int = 3600, inplace: bool = False) -> int:
+    """The ``run`` command: 0 when every notebook ran to the end, 1 when one failed (a
+    check or a crash; see ``failures.json``), 2 for wrong arguments."""
     try:
-        paths = select(only)
+        paths = _check_arguments(only, out, data_dir)
+        print(f"Data: {data_description(data, data_dir)}")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if data_dir is not None and not Path(data_dir).is_dir():
-        print(f"error: --data-dir {data_dir} is not a folder", file=sys.stderr)
-        return 2
-    _, failures = run_course(paths, out=out, data=data, data_dir=data_dir, timeout=timeout,
-                             inplace=inplace)
-    print(f"wrote {out}/results.md, results.json and {len(paths)} executed notebook(s)")
-    if failures:
-        print(f"{len(failures)} notebook(s) failed:", file=sys.stderr)
-        for f in failures:
-            print(f"  {f}", file=sys.stderr)
-        return 1
-    print((Path(out) / "results.md").read_text(encoding="utf-8"))
-    return 0
+    results, failures = execute_notebooks(paths, out=out, data=data, data_dir=data_dir,
+                                          timeout=timeout, inplace=inplace)
+    if not failures:
+        print((Path(out) / "results.md").read_text(encoding="utf-8"))
+    _report(failures, results, Path(out), len(paths))
+    return 1 if failures else 0
