@@ -1,4 +1,4 @@
-"""The course's commands: ``python -m recsys_helpers {fetch,make-sample,run,grade}``."""
+"""The course's commands: ``python -m recsys_helpers {fetch,make-sample,run,grade,sync-cells}``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="also save each executed notebook over its source (to refresh the "
                         "committed outputs; use with --data sample)")
 
+    c = sub.add_parser("sync-cells", help="regenerate the notebook cells that show the "
+                                          "package's model code (tagged model-code)")
+    c.add_argument("--check", action="store_true",
+                   help="only compare; exit 1 when a cell differs from the package")
+
     g = sub.add_parser("grade", help="autograde a folder of student submissions (nbgrader)")
     g.add_argument("submissions", help="folder with one sub-folder of notebooks per student")
     g.add_argument("--out", default="grades.csv", help="CSV file to write")
@@ -72,6 +77,10 @@ def main(argv=None) -> int:
 
         return run_command(data=args.data, data_dir=args.data_dir, only=args.only,
                            out=args.out, timeout=args.timeout, inplace=args.inplace)
+    if args.command == "sync-cells":
+        from .notebook_cells import sync_command
+
+        return sync_command(check=args.check)
     if args.command == "grade":
         from .grading import grade_command
 

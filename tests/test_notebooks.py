@@ -81,7 +81,7 @@ def test_model_code_shown_in_notebook_is_the_package_code(name):
             for n in defined)
         assert source.strip() == package, (
             f"{name}: the code shown for {defined} differs from recsys_helpers; "
-            "re-generate the cell from the package")
+            "run `python -m recsys_helpers sync-cells` to regenerate it")
 
 
 # ---------------------------------------------------------------- committed copies
