@@ -31,7 +31,8 @@ import numpy as np
 
 from .datasets import REGISTRY
 
-__all__ = ["SIZES", "SampleSpec", "make_sample", "generate_interactions"]
+__all__ = ["SIZES", "SampleSpec", "Calibration", "CALIBRATION", "make_sample",
+           "generate_interactions"]
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,15 @@ class SampleSpec:
     text_sentences: tuple[float, float]  # log-normal (mean, sigma) of sentences per review
 
 
-#: ``sample``: the bundled files (seconds per notebook).  ``full``: the real files'
-#: shapes (fantasy reviews 256,088 users x 258,212 books, 3.4M reviews; comics
+#: ``sample``: the bundled files (seconds per notebook), with the real Goodreads files'
+#: ratio of ratings to users (about 7) and to books (about 30).  ``full``: the real
+#: files' shapes (fantasy reviews 256,088 users x 258,212 books, 3.4M reviews; comics
 #: 542,338 reviews), for benchmarks; written outside the repository.
 SIZES: dict[str, dict[str, SampleSpec]] = {
     "sample": {
-        "fantasy_tsv": SampleSpec(2_000, 1_200, 40_000, (0.0, 0.0)),
-        "fantasy_reviews": SampleSpec(2_500, 1_500, 30_000, (0.0, 0.5)),
-        "comics_reviews": SampleSpec(2_000, 1_000, 40_000, (0.0, 0.5)),
+        "fantasy_tsv": SampleSpec(5_600, 1_350, 40_000, (0.0, 0.0)),
+        "fantasy_reviews": SampleSpec(5_600, 1_350, 40_000, (0.0, 0.5)),
+        "comics_reviews": SampleSpec(5_600, 1_350, 40_000, (0.0, 0.5)),
     },
     "full": {
         "fantasy_tsv": SampleSpec(256_088, 258_212, 3_424_641, (0.0, 0.0)),
@@ -60,7 +62,42 @@ SIZES: dict[str, dict[str, SampleSpec]] = {
     },
 }
 
-_N_GENRES = 12
+
+@dataclass(frozen=True)
+class Calibration:
+    """The generator's knobs, calibrated against a real Goodreads ratings file.
+
+    The real file (200,000 ratings 0-5 from the UCSD Goodreads data, 27,943 users x
+    6,688 books): ratings 0/1/2/3/4/5 = 5.4/2.2/6.2/21.7/33.5/31.0 %; ratings per user at
+    the 10/25/50/75/90/99 % quantiles 3/4/6/9/13/24, per book 4/6/11/26/65/309.
+    """
+
+    #: share of each star rating among the rated (non-zero) reviews, 1..5
+    stars: tuple = (2.2, 6.2, 21.7, 33.5, 31.0)
+    #: ratings per user: ``1 + 5 * lognormal(0, user_sigma)``, rescaled to the spec's mean
+    user_sigma: float = 0.7
+    #: popularity weight of a book: ``0.6 + exp(item_sigma * z)``, ``z`` normal within +-3
+    item_floor: float = 0.6
+    item_sigma: float = 1.7
+    #: genres, and the chance that a review's book is drawn from the user's preferred
+    #: genres (else from all books, by popularity): the personal part of what is reviewed
+    n_genres: int = 8
+    personal: float = 0.7
+    #: Dirichlet concentration of a user's genre preferences (small: a few genres each)
+    focus: float = 0.05
+    #: the rating's latent score: user bias, book bias, taste match, noise (std devs)
+    user_bias: float = 0.55
+    item_bias: float = 0.38
+    taste: float = 0.35
+    noise: float = 1.0
+    #: reviews without a star rating (rating 0): a few users leave most of their reviews
+    #: unrated, the others rarely
+    zero_users: float = 0.07
+    zero_habit: float = 0.55
+    zero_rare: float = 0.02
+
+
+CALIBRATION = Calibration()
 _K = 4
 
 _WORDS = (
@@ -89,40 +126,64 @@ def _hex_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.array([raw[k * 16:(k + 1) * 16].hex() for k in range(n)], dtype=object)
 
 
-def generate_interactions(spec: SampleSpec, rng: np.random.Generator):
-    """Draw (user, item, rating) index triples with the planted structure.
+def _draw_by_weight(cum: np.ndarray, lo, hi, rng) -> np.ndarray:
+    """Indices drawn in proportion to weights, given their cumulative sum ``cum``:
+    uniform points in ``[lo, hi)`` located by binary search."""
+    x = lo + rng.random(np.shape(lo)) * (hi - lo)
+    return np.minimum(np.searchsorted(cum, x, side="right"), cum.size - 1)
+
+
+def generate_interactions(spec: SampleSpec, rng: np.random.Generator,
+                          cal: Calibration = CALIBRATION):
+    """Draw (user, item, rating) index triples with the calibrated structure.
+
+    * Ratings per user follow a shifted log-normal and books are drawn by a log-normal
+      popularity, as heavy-tailed as on the real file;
+    * with probability ``cal.personal`` a review's book comes from one of the user's
+      preferred genres, else from all books by popularity: popularity is a strong ranking
+      baseline and there is a little to learn beyond it;
+    * a rating's latent score is ``b_u + b_i + gamma_u . gamma_i + noise`` with a weak
+      taste term (``gamma_i`` from the book's genre), cut into stars 1..5 at the quantiles
+      that give the real file's shares; then a few users' reviews (and rarely anyone's)
+      get rating 0, a review without stars.
 
     Returns
     -------
     users, items : int arrays (indices into ``spec.n_users`` / ``spec.n_items``)
-    ratings : int array on the 1..5 scale
+    ratings : int array on the 0..5 scale
     """
     nu, ni, n = spec.n_users, spec.n_items, spec.n_records
-    genre = rng.permutation(np.arange(ni) % _N_GENRES)  # every genre has books
-    popularity = rng.lognormal(0.0, 1.0, size=ni)
-    activity = rng.lognormal(0.0, 1.0, size=nu)
-    prefs = rng.dirichlet(np.full(_N_GENRES, 0.1), size=nu)
+    G = cal.n_genres
+    genre = rng.permutation(np.arange(ni) % G)  # every genre has books
+    # (the log-normal's normal part clipped at 3 standard deviations: the real file's most
+    # reviewed book has 90 times the median's reviews, not hundreds)
+    z = np.clip(rng.normal(0.0, 1.0, size=ni), -3.0, 3.0)
+    popularity = cal.item_floor + np.exp(cal.item_sigma * z)
+    prefs = rng.dirichlet(np.full(G, cal.focus), size=nu)
 
-    # Users: every user at least once, the rest in proportion to activity.
-    counts = 1 + rng.multinomial(int(n * 1.25) - nu, activity / activity.sum())
+    # Ratings per user: a shifted log-normal rescaled so that they sum to about n (plus a
+    # margin for the repeated pairs dropped below); every user rates at least once.
+    shape = 1.0 + 5.0 * rng.lognormal(0.0, cal.user_sigma, size=nu)
+    counts = np.maximum(1, np.rint(shape * (n * 1.08 / shape.sum()))).astype(np.int64)
     users = np.repeat(np.arange(nu), counts)
-    # Genre of each draw from the user's preferences (inverse CDF, vectorised).
-    cum = np.cumsum(prefs, axis=1)
-    cum[:, -1] = 1.0
-    g = np.empty(users.size, dtype=np.int64)
-    step = 1_000_000
-    for s in range(0, users.size, step):
-        uu = users[s:s + step]
-        g[s:s + step] = (rng.random(uu.size)[:, None] > cum[uu]).sum(axis=1)
-    # Book within the genre in proportion to popularity (searchsorted on the cumulative
-    # popularity of books ordered by genre).
+    m = users.size
+
+    # Books by popularity: from all books, or (personal draws) within a preferred genre.
     order = np.argsort(genre, kind="stable")
     cw = np.cumsum(popularity[order])
-    bounds = np.searchsorted(genre[order], np.arange(_N_GENRES + 1))
+    items = order[_draw_by_weight(cw, np.zeros(m), np.full(m, cw[-1]), rng)]
+    personal = np.flatnonzero(rng.random(m) < cal.personal)
+    cum = np.cumsum(prefs, axis=1)
+    cum[:, -1] = 1.0
+    pu = users[personal]
+    g = np.empty(pu.size, dtype=np.int64)
+    step = 1_000_000
+    for s in range(0, pu.size, step):
+        g[s:s + step] = (rng.random(min(step, pu.size - s))[:, None] > cum[pu[s:s + step]]).sum(1)
+    bounds = np.searchsorted(genre[order], np.arange(G + 1))
     lo = np.where(bounds[:-1] > 0, cw[np.maximum(bounds[:-1] - 1, 0)], 0.0)
     hi = cw[np.maximum(bounds[1:] - 1, 0)]
-    x = lo[g] + rng.random(g.size) * (hi[g] - lo[g])
-    items = order[np.minimum(np.searchsorted(cw, x, side="right"), ni - 1)]
+    items[personal] = order[_draw_by_weight(cw, lo[g], hi[g], rng)]
 
     # One review per (user, book); keep a random subset of the requested size.
     keys = users.astype(np.int64) * ni + items
@@ -130,16 +191,21 @@ def generate_interactions(spec: SampleSpec, rng: np.random.Generator):
     keep = rng.permutation(first)[:n]
     users, items = users[keep], items[keep]
 
-    # Ratings: biases + low-rank genre affinity + noise, rounded and clipped.
-    genre_factors = rng.normal(0, 1, size=(_N_GENRES, _K))
-    gamma_i = 0.9 * genre_factors[genre] + 0.45 * rng.normal(0, 1, size=(ni, _K))
+    # Ratings: a latent score cut into stars at the quantiles of the real shares.
+    genre_factors = rng.normal(0, 1, size=(G, _K))
+    gamma_i = (0.8 * genre_factors[genre] + 0.6 * rng.normal(0, 1, size=(ni, _K)))
     gamma_u = rng.normal(0, 1, size=(nu, _K))
-    b_u = rng.normal(0, 0.45, size=nu)
-    b_i = rng.normal(0, 0.35, size=ni)
-    inter = np.einsum("nk,nk->n", gamma_u[users], gamma_i[items]) / np.sqrt(_K) * 1.0
-    r = 3.7 + b_u[users] + b_i[items] + inter + rng.normal(0, 0.45, size=users.size)
-    ratings = np.clip(np.rint(r), 1, 5).astype(np.int64)
-    return users, items, ratings
+    b_u = rng.normal(0, cal.user_bias, size=nu)
+    b_i = rng.normal(0, cal.item_bias, size=ni)
+    taste = np.einsum("nk,nk->n", gamma_u[users], gamma_i[items]) / np.sqrt(_K)
+    score = (b_u[users] + b_i[items] + cal.taste * taste
+             + rng.normal(0, cal.noise, size=users.size))
+    shares = np.cumsum(cal.stars) / np.sum(cal.stars)
+    cuts = np.quantile(score, shares[:-1])
+    ratings = 1 + np.searchsorted(cuts, score, side="right")
+    habit = np.where(rng.random(nu) < cal.zero_users, cal.zero_habit, cal.zero_rare)
+    ratings = np.where(rng.random(users.size) < habit[users], 0, ratings)
+    return users, items, ratings.astype(np.int64)
 
 
 def _dates(rng: np.random.Generator, n: int):
@@ -191,8 +257,6 @@ def _review_lines(spec: SampleSpec, rng: np.random.Generator, python_literals: b
     user_ids = _hex_ids(rng, spec.n_users)
     book_ids = (rng.choice(36_000_000, size=spec.n_items, replace=False) + 1).astype(str)
     review_ids = _hex_ids(rng, n)
-    no_star = rng.random(n) < 0.03
-    ratings = np.where(no_star, 0, ratings)
     pool = _sentence_pool(rng)
     mu, sigma = spec.text_sentences
     n_sent = np.maximum(1, np.rint(rng.lognormal(mu, sigma, size=n))).astype(np.int64)
@@ -232,6 +296,8 @@ def _review_lines(spec: SampleSpec, rng: np.random.Generator, python_literals: b
 
 def _tsv_lines(spec: SampleSpec, rng: np.random.Generator):
     users, items, ratings = generate_interactions(spec, rng)
+    rated = ratings > 0  # the TSV holds star ratings only, 1..5
+    users, items, ratings = users[rated], items[rated], ratings[rated]
     user_ids = _hex_ids(rng, spec.n_users)
     book_ids = (rng.choice(36_000_000, size=spec.n_items, replace=False) + 1).astype(str)
     step = 200_000
