@@ -19,16 +19,11 @@ __all__ = [
     "to_csr",
     "PositiveSet",
     "sample_negatives",
-    "sample_batch",
     "rating_batches",
     "bpr_batches",
     "training_mean",
     "per_user_items",
 ]
-
-
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def index_ids(values) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +59,21 @@ class Interactions:
     @classmethod
     def from_frame(cls, df: pd.DataFrame, user: str = "user_id", item: str = "book_id",
                    rating: str | None = "rating") -> Interactions:
-        """Index a DataFrame of interactions (one row each)."""
+        """Index a DataFrame of interactions (one row each).
+
+        ``rating=None`` gives implicit feedback (1.0 for every row).
+
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"user_id": ["ann", "bob", "ann"], "book_id": ["b7", "b7", "b9"],
+        ...                    "rating": [5, 3, 4]})
+        >>> data = Interactions.from_frame(df)
+        >>> data
+        Interactions(3 interactions, 2 users, 2 items)
+        >>> data.user.tolist(), data.item.tolist(), data.rating.tolist()
+        ([0, 1, 0], [0, 0, 1], [5.0, 3.0, 4.0])
+        >>> data.user_ids.tolist(), data.item_ids.tolist()
+        (['ann', 'bob'], ['b7', 'b9'])
+        """
         u, uids = index_ids(df[user])
         i, iids = index_ids(df[item])
         r = (df[rating].to_numpy(np.float32) if rating is not None
@@ -101,11 +110,21 @@ def train_test_split(data: Interactions, test_size: float = 0.1, seed=0):
     """Shuffle the interactions with ``seed`` and hold out a fraction ``test_size``.
 
     Like the book, the split is over interactions (a user may appear in both parts).
-    Returns ``(train, test)`` sharing the ID mappings of ``data``.
+    Returns ``(train, test)`` sharing the ID mappings of ``data``.  ``seed`` may be an int
+    or a ``numpy.random.Generator`` (used as it is).
+
+    >>> import numpy as np
+    >>> data = Interactions(np.arange(10) % 3, np.arange(10) % 4, np.ones(10, np.float32),
+    ...                     np.array(["u0", "u1", "u2"]), np.array(["b0", "b1", "b2", "b3"]))
+    >>> train, test = train_test_split(data, test_size=0.3, seed=0)
+    >>> len(train), len(test)
+    (7, 3)
+    >>> train.user_ids is data.user_ids
+    True
     """
     if not 0 < test_size < 1:
         raise ValueError("test_size must be between 0 and 1")
-    perm = _rng(seed).permutation(len(data))
+    perm = np.random.default_rng(seed).permutation(len(data))  # a Generator is used as it is
     # ceil(n * test_size), computed directly: int(n * (1 - test_size)) held out 28 of 90
     # for test_size=0.3, since 90 * (1 - 0.3) = 62.99999999999999
     n_train = len(data) - math.ceil(round(len(data) * test_size, 6))
@@ -167,32 +186,40 @@ class PositiveSet:
         return self.keys.size
 
 
-def sample_negatives(users, positives: PositiveSet, seed=None, max_rounds: int = 100):
-    """For each user in ``users``, one item drawn uniformly among the items that are not
-    among that user's ``positives``.
+def sample_negatives(users, positives: PositiveSet, seed=None, max_rounds: int = 100,
+                     weights=None):
+    """For each user in ``users``, one item drawn among the items that are not among that
+    user's ``positives``: uniformly, or in proportion to ``weights`` (one non-negative
+    weight per item, e.g. its popularity).
 
     Rejection sampling, vectorised: draw for everyone, redraw only the rejected ones.
     """
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)  # a Generator passed in is used as it is
     users = np.asarray(users)
-    items = rng.integers(positives.n_items, size=users.size)
+    if weights is None:
+        def draw(n):
+            return rng.integers(positives.n_items, size=n)
+    else:
+        cum = np.cumsum(np.asarray(weights, dtype=np.float64))
+        if cum.size != positives.n_items or not cum[-1] > 0 or np.any(np.diff(cum) < 0):
+            raise ValueError("weights must hold one non-negative weight per item, not all zero")
+
+        def draw(n):
+            return np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"),
+                              cum.size - 1)
+    items = draw(users.size)
     bad = positives.contains(users, items)
     for _ in range(max_rounds):
         if not bad.any():
             return items
         idx = np.flatnonzero(bad)
-        items[idx] = rng.integers(positives.n_items, size=idx.size)
+        items[idx] = draw(idx.size)
         bad[idx] = positives.contains(users[idx], items[idx])
     if bad.any():
         raise RuntimeError(
             f"{int(bad.sum())} user(s) have (almost) no item left to use as a negative"
         )
     return items
-
-
-def sample_batch(n: int, batch_size: int, seed=None) -> np.ndarray:
-    """Indices of a batch drawn uniformly with replacement (as the book's random.choice)."""
-    return _rng(seed).integers(n, size=batch_size)
 
 
 def rating_batches(split: Interactions, batch_size: int, seed=None):

@@ -17,10 +17,6 @@ from .interactions import PositiveSet, sample_negatives
 __all__ = ["mse", "auc_sampled", "auc_exact", "precision_recall_at_k"]
 
 
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
 def mse(predictions, labels) -> float:
     r"""Mean squared error, :math:`\frac1n \sum_k (p_k - y_k)^2`."""
     p = np.asarray(predictions, dtype=np.float64)
@@ -38,24 +34,43 @@ def _win(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
 
 
 def auc_sampled(score, test_users, test_items, interacted: PositiveSet, n_per_user: int = 10,
-                seed=0) -> float:
-    """AUC in the book's sampled protocol.
+                seed=0, negative_weights=None) -> float:
+    """AUC in the book's sampled protocol, corrected.
 
     For each user with held-out (test) interactions: draw ``N = min(n_per_user, number
     of the user's test items)`` of those test items without replacement (the
     positives), and ``N`` items the user never interacted with (the negatives: items
-    not in ``interacted``, which should hold the training *and* test pairs), uniformly.
-    Pair the k-th positive with the k-th negative; the user's AUC is the fraction of
-    pairs where the positive scores higher (a tie counts one half).  The result is the
-    mean over users.
+    not in ``interacted``, which should hold the training *and* test pairs), uniformly
+    or, with ``negative_weights``, in proportion to them (e.g. popularity).  Pair the
+    k-th positive with the k-th negative; the user's AUC is the fraction of pairs where
+    the positive scores higher (a tie counts one half).  The result is the mean over
+    users; users with no item left to draw as a negative are left out, and the result is
+    NaN when no user is left.  (The book draws the negatives from the items of the test
+    set minus the user's test items, which may include the user's training items; here a
+    negative is never an item the user interacted with.)
 
     Parameters
     ----------
     score : callable ``(users, items) -> scores``
     test_users, test_items : int arrays, the held-out pairs
     interacted : PositiveSet of every known (user, item) pair
+    negative_weights : optional array, one weight per item
+
+    Examples
+    --------
+    A score that puts each user's held-out items first has AUC 1; scoring every item
+    alike, 0.5:
+
+    >>> import numpy as np
+    >>> from recsys_helpers.interactions import PositiveSet
+    >>> users, items = np.array([0, 0, 1]), np.array([1, 2, 0])
+    >>> interacted = PositiveSet(users, items, n_items=6)
+    >>> auc_sampled(lambda u, i: interacted.contains(u, i) * 1.0, users, items, interacted)
+    1.0
+    >>> auc_sampled(lambda u, i: np.zeros(len(i)), users, items, interacted)
+    0.5
     """
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)  # a Generator passed in is used as it is
     tu = np.asarray(test_users)
     ti = np.asarray(test_items)
     # Random order within each user, then keep each user's first N.
@@ -64,8 +79,17 @@ def auc_sampled(score, test_users, test_items, interacted: PositiveSet, n_per_us
     starts = np.flatnonzero(np.r_[True, tu[1:] != tu[:-1]])
     rank = np.arange(tu.size) - np.repeat(starts, np.diff(np.r_[starts, tu.size]))
     keep = rank < n_per_user
+    # Leave out the users who interacted with every item that can be drawn.
+    n_items = interacted.n_items
+    w = (np.ones(n_items) if negative_weights is None
+         else np.asarray(negative_weights, dtype=np.float64))
+    taken = np.bincount(interacted.keys // n_items, weights=w[interacted.keys % n_items],
+                        minlength=int(tu.max(initial=-1)) + 1)
+    keep &= w.sum() - taken[tu] > 1e-9 * w.sum()
+    if not keep.any():
+        return float("nan")
     users, pos = tu[keep], ti[keep]
-    neg = sample_negatives(users, interacted, rng)
+    neg = sample_negatives(users, interacted, rng, weights=negative_weights)
     wins = _win(np.asarray(score(users, pos)), np.asarray(score(users, neg)))
     uniq, inv = np.unique(users, return_inverse=True)
     per_user = np.bincount(inv, weights=wins) / np.bincount(inv)
@@ -75,7 +99,7 @@ def auc_sampled(score, test_users, test_items, interacted: PositiveSet, n_per_us
 def _test_users(test: sp.csr_matrix, max_users, seed) -> np.ndarray:
     users = np.flatnonzero(np.diff(test.indptr))
     if max_users is not None and users.size > max_users:
-        users = np.sort(_rng(seed).choice(users, size=max_users, replace=False))
+        users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
     return users
 
 
@@ -120,7 +144,8 @@ def auc_exact(score_users, train: sp.csr_matrix, test: sp.csr_matrix, max_users=
         per_user = np.bincount(te.row, weights=per_item, minlength=len(chunk))
         ok = n_neg > 0
         aucs.append(per_user[ok] / n_pos[ok])
-    return float(np.concatenate(aucs).mean())
+    aucs = np.concatenate(aucs) if aucs else np.empty(0)
+    return float(aucs.mean()) if aucs.size else float("nan")
 
 
 def precision_recall_at_k(score_users, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 10,
@@ -129,7 +154,8 @@ def precision_recall_at_k(score_users, train: sp.csr_matrix, test: sp.csr_matrix
 
     For each user with test items ``P_u``, rank every item the user did not interact
     with in training and take the top ``k``.  Precision@K is ``|top_k ∩ P_u| / k``,
-    recall@K is ``|top_k ∩ P_u| / |P_u|``; both are averaged over users.
+    recall@K is ``|top_k ∩ P_u| / |P_u|``; both are averaged over users (NaN when there
+    is no test user).
     """
     test = sp.csr_matrix(test)
     train = sp.csr_matrix(train)
@@ -137,9 +163,12 @@ def precision_recall_at_k(score_users, train: sp.csr_matrix, test: sp.csr_matrix
     for chunk in _chunks(_test_users(test, max_users, seed), test.shape[1]):
         s = np.array(score_users(chunk), dtype=np.float64)
         s[train[chunk].nonzero()] = -np.inf
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        kk = min(k, s.shape[1])  # fewer items than k: recommend them all
+        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         hits = np.asarray(test[chunk][np.arange(len(chunk))[:, None], top].sum(axis=1)).ravel()
         n_pos = np.diff(test[chunk].indptr)
         prec.append(hits / k)
         rec.append(hits / n_pos)
+    if not prec:
+        return float("nan"), float("nan")
     return float(np.concatenate(prec).mean()), float(np.concatenate(rec).mean())

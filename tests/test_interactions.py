@@ -12,7 +12,6 @@ from recsys_helpers.interactions import (
     PositiveSet,
     index_ids,
     per_user_items,
-    sample_batch,
     sample_negatives,
     to_csr,
     train_test_split,
@@ -303,14 +302,16 @@ def test_sample_negatives_user_with_every_item():
     assert not pos.contains([1, 1], sample_negatives(np.array([1, 1]), pos, seed=0)).any()
 
 
-def test_sample_batch():
-    a = sample_batch(100, 5_000, seed=3)
-    b = sample_batch(100, 5_000, seed=3)
-    assert a.shape == (5_000,)
-    assert (a == b).all()
-    assert a.min() >= 0 and a.max() < 100
-    assert len(np.unique(a)) == 100  # with replacement, all 100 indices show up
-    assert not (sample_batch(100, 5_000, seed=4) == a).all()
+def test_weighted_negatives_follow_the_weights_and_skip_positives():
+    users = np.zeros(20_000, np.int64)
+    positives = PositiveSet([0, 0], [0, 3], n_items=5)
+    weights = np.array([10.0, 1.0, 3.0, 10.0, 0.0])
+    neg = sample_negatives(users, positives, seed=0, weights=weights)
+    counts = np.bincount(neg, minlength=5)
+    assert counts[0] == counts[3] == counts[4] == 0  # positives, and a zero weight
+    assert 2.7 < counts[2] / counts[1] < 3.3  # in proportion to the weights
+    with pytest.raises(ValueError, match="one non-negative weight per item"):
+        sample_negatives(users, positives, seed=0, weights=weights[:4])
 
 
 def test_training_mean():

@@ -298,3 +298,32 @@ def test_precision_recall_perfect_and_reversed(monkeypatch):
                         lambda users, n, budget=0: chunks(users, n, budget=4 * n))
     p2, r2 = precision_recall_at_k(_score_users(perfect), train, test, k=k)
     assert (p2, r2) == pytest.approx((p, r))
+
+
+def test_auc_sampled_leaves_out_users_without_negatives_and_weights_negatives():
+    # User 0 interacted with every item: no negative to draw, left out.  User 1 has one.
+    users, items = np.array([0, 0, 0, 1]), np.array([0, 1, 2, 0])
+    interacted = PositiveSet(users, items, n_items=3)
+    test_u, test_i = np.array([0, 1]), np.array([2, 0])
+    assert auc_sampled(lambda u, i: -i.astype(float), test_u, test_i, interacted) == 1.0
+    assert np.isnan(auc_sampled(lambda u, i: i * 1.0, [0], [2], interacted))
+    # Popularity-proportional negatives: popularity separates positives from them far less
+    # (only because a user's own, often popular, items are never drawn).
+    rng = np.random.default_rng(0)
+    n_items, popularity = 200, rng.pareto(1.0, 200) + 1
+    u = np.repeat(np.arange(300), 5)
+    i = rng.choice(n_items, size=u.size, p=popularity / popularity.sum())
+    seen = PositiveSet(u, i, n_items)
+    uniform = auc_sampled(lambda uu, ii: popularity[ii], u, i, seen)
+    weighted = auc_sampled(lambda uu, ii: popularity[ii], u, i, seen, negative_weights=popularity)
+    assert uniform > 0.8 and weighted < uniform - 0.15, (uniform, weighted)
+
+
+def test_ranking_metrics_on_degenerate_data():
+    train = sp.csr_matrix(np.array([[1, 0], [0, 0]], dtype=np.float32))
+    test = sp.csr_matrix(np.array([[0, 1], [0, 0]], dtype=np.float32))
+    p, r = precision_recall_at_k(lambda u: np.ones((len(u), 2)), train, test, k=10)
+    assert (p, r) == pytest.approx((0.1, 1.0))  # fewer items than k: all recommended
+    empty = sp.csr_matrix((2, 2), dtype=np.float32)
+    assert np.isnan(auc_exact(lambda u: np.ones((len(u), 2)), train, empty))
+    assert all(np.isnan(precision_recall_at_k(lambda u: np.ones((len(u), 2)), train, empty)))

@@ -1,0 +1,14 @@
+"""The examples in the package's docstrings run and give what they show."""
+
+import doctest
+
+import pytest
+
+from recsys_helpers import interactions, metrics, tuning
+
+
+@pytest.mark.parametrize("module", [interactions, metrics, tuning], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{module.__name__} has no examples"
+    assert result.failed == 0
