@@ -1,15 +1,22 @@
-"""pytest configuration shared by the unit tests and the notebook runs (nbval).
+"""pytest configuration shared by the unit tests and the notebook runs.
 
-* Kernels started by nbval inherit this process's environment: force them onto the
+* Kernels started by the tests inherit this process's environment: force them onto the
   bundled sample.
-* Student versions of the exercises raise by design (their solutions are stubs): nbval
-  executes only the chapter notebooks and the solution notebooks.
-* nbval runs first, and the figures each notebook records are kept, so that the tests in
-  ``tests/test_notebooks.py`` read them without executing the notebooks a second time.
+* Student versions of the exercises raise by design (their solutions are stubs): only the
+  chapter notebooks and the solution notebooks are executed.
+* Tiers: every test gets one marker (``unit``, ``models``, ``notebooks``, ``grading``,
+  ``e2e``, ``spark``; see pyproject.toml) from its file or its kind, unless it carries one
+  itself, so that ``pytest -m unit`` answers in seconds.
+* A notebook whose recorded figures a test reads (``notebook_figures``) is executed once,
+  by the course's runner, and its figures kept for every test; nbval then does not
+  execute it a second time.  The other notebooks are executed by nbval, cell by cell.
 """
 
+from __future__ import annotations
+
+import inspect
 import os
-from pathlib import Path
+import re
 
 import pytest
 
@@ -25,49 +32,73 @@ collect_ignore_glob = [
     ".ci-venv/*",
 ]
 
-#: {notebook stem: {figure: value}} recorded by the notebooks nbval ran completely.
-RECORDED: dict = {}
-_FAILED: set = set()
+TIERS = ("unit", "models", "notebooks", "grading", "e2e", "spark")
+#: The tier of each test file that is not ``unit``.
+FILE_TIERS = {
+    "test_sample.py": "models",  # generates the sample and trains models on it
+    "test_tuning.py": "models",  # trains models
+    "test_notebooks.py": "notebooks",
+    "test_grading.py": "grading",
+    "test_runner.py": "e2e",
+}
 
 
-def _is_nbval(item) -> bool:
-    return type(item).__name__ == "IPyNbCell"
+def _tier(item) -> str | None:
+    """The tier marker to add to ``item`` (None when it has one already)."""
+    if any(m.name in TIERS for m in item.iter_markers()):
+        return None
+    if item.path.suffix == ".ipynb":
+        return "notebooks"
+    if "notebook_figures" in getattr(item, "fixturenames", ()):
+        return "notebooks"
+    return FILE_TIERS.get(item.path.name, "unit")
 
 
-def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: 0 if _is_nbval(item) else 1)  # stable: keeps cell order
+def _stems_read(item, stems: set[str]) -> set[str]:
+    """The notebooks whose figures a test reads: the stems its source names."""
+    if "notebook_figures" not in getattr(item, "fixturenames", ()):
+        return set()
+    try:
+        source = inspect.getsource(item.function)
+    except (AttributeError, OSError, TypeError):
+        return set()
+    return {s for s in stems if re.search(rf"[\"']{re.escape(s)}[\"']", source)}
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    if not _is_nbval(item) or call.when != "call":
-        return
-    from recsys_helpers.results import results_from_outputs
-
-    stem = Path(str(item.fspath)).stem
-    report = outcome.get_result()
-    if report.failed:
-        _FAILED.add(stem)
-    RECORDED.setdefault(stem, {}).update(results_from_outputs(item.test_outputs or []))
+def pytest_collection_modifyitems(config, items):
+    """Before the other hooks (and so before ``-m`` selects): give each test its tier.
+    After them: drop nbval's items for the notebooks that the selected figure tests
+    execute themselves."""
+    for item in items:
+        tier = _tier(item)
+        if tier:
+            item.add_marker(tier)
+    yield
+    stems = {item.path.stem for item in items if item.path.suffix == ".ipynb"}
+    read = set().union(set(), *(_stems_read(item, stems) for item in items))
+    dropped = [i for i in items if i.path.suffix == ".ipynb" and i.path.stem in read]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if i.path.suffix != ".ipynb" or i.path.stem not in read]
 
 
 @pytest.fixture(scope="session")
 def notebook_figures():
-    """``get(stem)``: the figures a notebook records, from nbval's run when there was one,
-    else from executing it here (nbclient)."""
+    """``get(stem)``: the figures a notebook records, from executing it once (nbclient)."""
     from recsys_helpers.results import read_results
-    from recsys_helpers.runner import run_notebook, select
+    from recsys_helpers.runner import NotebookFailed, run_notebook, select
 
-    executed = {}
+    executed: dict = {}
 
     def get(stem: str) -> dict:
-        if stem in _FAILED:
-            pytest.fail(f"{stem}.ipynb failed when nbval executed it (see its cells' reports)")
-        if stem in RECORDED:
-            return RECORDED[stem]
         if stem not in executed:
-            executed[stem] = read_results(run_notebook(select([stem])[0], timeout=600))
+            try:
+                executed[stem] = read_results(run_notebook(select([stem])[0], timeout=600))
+            except NotebookFailed as exc:
+                executed[stem] = exc
+        if isinstance(executed[stem], NotebookFailed):
+            pytest.fail(f"the notebook failed: {executed[stem]}", pytrace=False)
         return executed[stem]
 
     return get

@@ -69,7 +69,7 @@ FIGURE_LABELS = {
     "auc_popularity": "AUC of ranking by popularity (a baseline)",
     "precision_at_10": "precision@10 on held-out interactions",
     "recall_at_10": "recall@10 on held-out interactions",
-    "param_change": "smallest largest change of any variable during training",
+    "param_change": "training moved every variable: its smallest largest change",
 }
 
 

@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from recsys_helpers.cli import main
 from recsys_helpers.datasets import REGISTRY, load_reviews, sample_dir
 
 COMICS = REGISTRY["comics_reviews"].filename
@@ -25,23 +28,41 @@ def _run(args, tmp_path, **env_overrides) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_help_lists_the_commands(tmp_path):
-    result = _run(["--help"], tmp_path)
-    assert result.returncode == 0, result.stderr
-    for command in ("fetch", "make-sample", "run", "grade"):
-        assert command in result.stdout
-    sub = _run(["make-sample", "--help"], tmp_path)
-    assert sub.returncode == 0
+def _main(args, capsys) -> tuple[int, str, str]:
+    """The command line in this process (argparse exits for --help and errors)."""
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_the_commands(capsys):
+    code, out, _ = _main(["--help"], capsys)
+    assert code == 0
+    for command in ("fetch", "make-sample", "run", "grade", "sync-cells"):
+        assert command in out
+    code, out, _ = _main(["make-sample", "--help"], capsys)
+    assert code == 0
     for option in ("--out", "--seed", "--only", "--size", "--python-literals"):
-        assert option in sub.stdout
+        assert option in out
+    code, out, _ = _main(["fetch", "--help"], capsys)
+    assert code == 0 and "--deadline" in out
 
 
-def test_no_command_is_an_error(tmp_path):
-    result = _run([], tmp_path)
-    assert result.returncode == 2
-    assert result.stderr
+def test_no_command_is_an_error(capsys):
+    code, _, err = _main([], capsys)
+    assert code == 2
+    assert err
 
 
+def test_the_module_runs_as_a_command(tmp_path):
+    result = _run(["--help"], tmp_path)
+    assert result.returncode == 0 and "sync-cells" in result.stdout, result.stderr
+
+
+@pytest.mark.models  # generates a sample file
 def test_make_sample_writes_the_file(tmp_path):
     out = tmp_path / "out"
     result = _run(["make-sample", "--out", str(out), "--only", "comics_reviews"], tmp_path)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
+from recsys_helpers.cli import main
 from recsys_helpers.notebook_cells import TAG, sync_cells, sync_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def test_drifted_cell_is_reported_then_regenerated(tmp_path, capsys):
     assert sync_cells([copy], check=True) == []
 
 
-def test_command_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "recsys_helpers", "sync-cells", "--help"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "--check" in proc.stdout
+def test_command_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["sync-cells", "--help"])
+    assert info.value.code == 0 and "--check" in capsys.readouterr().out
