@@ -156,6 +156,7 @@ def fmt_target(t: dict) -> tuple[str, str]:
 
 def markdown(report: dict) -> str:
     """The report as Markdown, ready to paste into the README."""
+    # Long but flat: the README's paragraphs and tables, one after the other.
     m = report["machine"]
     v, load = m["versions"], m["load_average_while_measuring"]["all"]
     lines = [

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pooch
 
 __all__ = ["signature", "read", "write", "clear", "cache_folders", "process_alive"]
 
@@ -57,13 +58,8 @@ def signature(path: str | os.PathLike) -> str | None:
 def cache_folders(path: str | os.PathLike) -> list[Path]:
     """Where a source's caches may live: beside it, then a user cache folder of its own."""
     folder = Path(path).resolve().parent
-    out = [folder]
-    with contextlib.suppress(Exception):  # no user cache folder: beside the source only
-        import pooch
-
-        tag = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
-        out.append(Path(pooch.os_cache("recsys-course")) / "load-cache" / tag)
-    return out
+    tag = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    return [folder, Path(pooch.os_cache("recsys-course")) / "load-cache" / tag]
 
 
 def _tag(fields: tuple) -> str:

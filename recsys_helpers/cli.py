@@ -9,6 +9,7 @@ from .datasets import REGISTRY
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Longer than the package's other functions, but flat: one declaration per option.
     p = argparse.ArgumentParser(
         prog="python -m recsys_helpers",
         description="Model-based recommendation course (PML chapter 5): data and tools.",

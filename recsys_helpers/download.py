@@ -233,23 +233,13 @@ def fetch(names: Iterable[str] | str | None = None, dest: str | os.PathLike | No
     dest = Path(dest).expanduser() if dest else download_dir()
     dest.mkdir(parents=True, exist_ok=True)
     _remove_dead_staging(dest)
-    paths, failures = [], []
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel(logging.WARNING)  # pooch's INFO lines would name the staging folder
     try:
         with _sigterm_raises():
-            for ds in datasets:
-                target = dest / ds.filename
-                if not force and _present(ds, target):
-                    paths.append(target)
-                    continue
-                try:
-                    paths.append(_fetch_one(ds, dest, progress, timeout, _deadline(deadline)))
-                    print(f"{ds.filename}: saved to {target}")
-                except FetchError as exc:
-                    print(f"{ds.filename}: FAILED", file=sys.stderr)
-                    failures.append(str(exc))
+            paths, failures = _fetch_all(datasets, dest, progress, force, timeout,
+                                         _deadline(deadline))
     finally:
         logger.setLevel(level)
     if failures:
@@ -259,6 +249,24 @@ def fetch(names: Iterable[str] | str | None = None, dest: str | os.PathLike | No
             "yourself. The bundled synthetic sample still works: run the notebooks with "
             "RECSYS_DATA=sample.")
     return paths
+
+
+def _fetch_all(datasets: list[Dataset], dest: Path, progress: bool, force: bool,
+               timeout: float, deadline: float) -> tuple[list[Path], list[str]]:
+    """Every dataset in turn, going on after a failure: (paths, failure messages)."""
+    paths, failures = [], []
+    for ds in datasets:
+        target = dest / ds.filename
+        if not force and _present(ds, target):
+            paths.append(target)
+            continue
+        try:
+            paths.append(_fetch_one(ds, dest, progress, timeout, deadline))
+            print(f"{ds.filename}: saved to {target}")
+        except FetchError as exc:
+            print(f"{ds.filename}: FAILED", file=sys.stderr)
+            failures.append(str(exc))
+    return paths, failures
 
 
 def fetch_command(names: Iterable[str] | None, deadline: float | None = None) -> int:
