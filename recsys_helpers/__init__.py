@@ -2,7 +2,9 @@
 
 One module per concern:
 
-- ``datasets``      the three Goodreads files: registry, locate, load, cache
+- ``datasets``      the Goodreads files: registry, which copy to read, load
+- ``readers``       parsing the two file formats (hostile input refused)
+- ``cache``         the load cache of the review files, and clearing it
 - ``download``      fetching the real files (``python -m recsys_helpers fetch``)
 - ``sample``        the synthetic sample generator (``make-sample``)
 - ``interactions``  ID indexing, splits, sparse matrices, negative sampling
@@ -14,6 +16,7 @@ One module per concern:
 - ``results``       recording a notebook's figures
 - ``runner``        executing the course headless (``run``)
 - ``grading``       autograding exercise submissions with nbgrader (``grade``)
+- ``notebook_cells`` the notebook cells that show package code (``sync-cells``)
 
 TensorFlow is imported only by ``models`` (which quiets its start-up messages and
 exports it as ``tf``); importing the package itself changes nothing in the process.
