@@ -20,7 +20,7 @@ __all__ = ["TAG", "SOURCE_MODULES", "cell_source", "sync_cells", "sync_command"]
 
 TAG = "model-code"
 #: Where the shown code lives, searched in order.
-SOURCE_MODULES = ("models", "interactions", "metrics")
+SOURCE_MODULES = ("models", "interactions", "metrics", "spark")
 
 
 def _defined_names(source: str) -> list[str]:
