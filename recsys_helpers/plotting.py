@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["learning_curve", "rating_histogram", "error_histogram", "compare"]
 
@@ -15,38 +21,53 @@ def _axes(ax, figsize=(6, 3.5)):
     return ax
 
 
-def learning_curve(history: dict, metrics=("objective",), ax=None, title=None,
-                   baselines: dict | None = None):
+def _label(name: str) -> str:
+    return name.replace("_", " ").replace(" mse", " MSE").replace(" auc", " AUC")
+
+
+def learning_curve(history: Mapping[str, Sequence[float]], metrics: Sequence[str] = ("objective",),
+                   ax: Axes | None = None, title: str | None = None,
+                   baselines: Mapping[str, float] | None = None,
+                   ylabel: str | None = None, mark_step: int | None = None) -> Axes:
     """Plot figures of a training history (from ``models.fit``) against the step.
 
     ``metrics`` whose name ends in ``objective`` go on the left axis, the others on a
-    right-hand axis; ``baselines`` draws horizontal reference lines (e.g. always-the-mean).
+    right-hand axis (all on one axis when none is an objective, e.g. a training and a
+    test MSE); ``baselines`` draws horizontal reference lines (e.g. always-the-mean);
+    ``mark_step`` draws a vertical line at a chosen step (e.g. the one early stopping
+    kept).  The legend goes below the plot, off the curves.
     """
     ax = _axes(ax)
     steps = history["step"]
     left = [m for m in metrics if m.endswith("objective")]
     right = [m for m in metrics if m not in left]
     for m in left:
-        ax.plot(steps, history[m], label=m.replace("_", " "), color="C0")
+        ax.plot(steps, history[m], label=_label(m), color="C0")
     ax.set_xlabel("training step (batch)")
-    ax.set_ylabel("training objective" if left else right[0].replace("_", " "))
     ax2 = ax.twinx() if left and right else ax
     for k, m in enumerate(right):
-        ax2.plot(steps, history[m], label=m.replace("_", " "), color=f"C{k + 1}", marker=".")
+        ax2.plot(steps, history[m], label=_label(m), color=f"C{k + 1}", marker=".")
     for k, (name, value) in enumerate((baselines or {}).items()):
         ax2.axhline(value, ls="--", color=f"C{k + 4}", label=name)
+    if mark_step is not None:
+        ax.axvline(mark_step, ls=":", color="grey", label=f"step {mark_step}")
     if ax2 is not ax:
-        ax2.set_ylabel(", ".join(m.replace("_", " ") for m in right))
+        ax.set_ylabel("training objective")
+        ax2.set_ylabel(ylabel or ", ".join(_label(m) for m in right))
+    else:
+        ax.set_ylabel(ylabel or ("training objective" if left else ", ".join(_label(m) for m in right)))
     handles = ax.get_legend_handles_labels()
     if ax2 is not ax:
         h2 = ax2.get_legend_handles_labels()
         handles = (handles[0] + h2[0], handles[1] + h2[1])
-    ax.legend(*handles, loc="upper right", fontsize="small")
+    ax.legend(*handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(3, len(handles[0])),
+              fontsize="small", frameon=False)
     ax.set_title(title or "Learning curve")
     return ax
 
 
-def rating_histogram(ratings, ax=None, title="Ratings"):
+def rating_histogram(ratings: Sequence[float], ax: Axes | None = None,
+                     title: str = "Ratings") -> Axes:
     """Bar chart of how often each rating value occurs."""
     ax = _axes(ax, (5, 3))
     values, counts = np.unique(np.asarray(ratings), return_counts=True)
@@ -58,32 +79,43 @@ def rating_histogram(ratings, ax=None, title="Ratings"):
     return ax
 
 
-def error_histogram(errors: dict, ax=None, bins=60, title="Prediction errors"):
-    """Overlaid histograms of prediction errors, one per model (``{name: errors}``)."""
+def error_histogram(errors: Mapping[str, Sequence[float]], ax: Axes | None = None, bins: int = 60,
+                    title: str = "Prediction errors", log: bool = False) -> Axes:
+    """Overlaid histograms of prediction errors, one per model (``{name: errors}``).
+
+    ``log=True`` puts the density on a log scale, so that the tails (large errors) show.
+    """
     ax = _axes(ax)
     lo = min(float(np.min(e)) for e in errors.values())
     hi = max(float(np.max(e)) for e in errors.values())
-    edges = np.linspace(lo, hi, bins + 1)
+    edges = np.linspace(lo, hi, bins + 1) if hi > lo else np.array([lo - 0.5, lo + 0.5])
     for name, e in errors.items():
         ax.hist(e, bins=edges, alpha=0.55, label=f"{name} (MSE {np.mean(np.square(e)):.3f})",
-                density=True)
+                density=True, log=log)
     ax.set_xlabel("prediction - rating")
-    ax.set_ylabel("density")
+    ax.set_ylabel("density (log scale)" if log else "density")
     ax.legend(fontsize="small")
     ax.set_title(title)
     return ax
 
 
-def compare(figures: dict, ax=None, ylabel="test MSE", title=None, better="lower"):
-    """Bar chart comparing one figure across models (``{model name: value}``)."""
+def compare(figures: Mapping[str, float], ax: Axes | None = None, ylabel: str = "test MSE",
+            title: str | None = None, better: str = "lower") -> Axes:
+    """Bar chart comparing one figure across models (``{model name: value}``).
+
+    A figure that could not be computed (NaN) shows as a missing bar labelled "n/a".
+    """
     ax = _axes(ax, (5.5, 3))
     names = list(figures)
-    values = [figures[n] for n in names]
-    bars = ax.bar(names, values, color=[f"C{k}" for k in range(len(names))])
+    values = [float(figures[n]) for n in names]
+    shown = [v if np.isfinite(v) else 0.0 for v in values]
+    bars = ax.bar(names, shown, color=[f"C{k}" for k in range(len(names))])
     for b, v in zip(bars, values):
-        ax.annotate(f"{v:.3f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom",
+        ax.annotate(f"{v:.3f}" if np.isfinite(v) else "n/a",
+                    (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
                     fontsize="small")
     ax.set_ylabel(ylabel)
     ax.set_title(title or f"{ylabel} ({better} is better)")
-    ax.set_ylim(0, max(values) * 1.15)
+    top = max(shown, default=0.0)
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     return ax

@@ -32,7 +32,7 @@ import numpy as np
 from .datasets import REGISTRY
 
 __all__ = ["SIZES", "SampleSpec", "Calibration", "CALIBRATION", "make_sample",
-           "generate_interactions"]
+           "generate_interactions", "write_interactions"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ SIZES: dict[str, dict[str, SampleSpec]] = {
     "full": {
         "fantasy_tsv": SampleSpec(256_088, 258_212, 3_424_641, (0.0, 0.0)),
         "fantasy_reviews": SampleSpec(256_088, 258_212, 3_424_641, (1.6, 0.9)),
-        "comics_reviews": SampleSpec(59_347, 89_411, 542_338, (1.6, 0.9)),
+        "comics_reviews": SampleSpec(59_347, 89_311, 542_338, (1.6, 0.9)),
     },
 }
 
@@ -249,10 +249,10 @@ def _write_bytes(path: Path, payload_chunks, gz: bool, level: int = 6) -> None:
 
 
 def _review_lines(spec: SampleSpec, rng: np.random.Generator, python_literals: bool,
-                  progress: bool):
+                  progress: bool, triples=None):
     from .progress import tqdm
 
-    users, items, ratings = generate_interactions(spec, rng)
+    users, items, ratings = triples if triples is not None else generate_interactions(spec, rng)
     n = users.size
     user_ids = _hex_ids(rng, spec.n_users)
     book_ids = (rng.choice(36_000_000, size=spec.n_items, replace=False) + 1).astype(str)
@@ -294,8 +294,8 @@ def _review_lines(spec: SampleSpec, rng: np.random.Generator, python_literals: b
     yield buf.getvalue().encode()
 
 
-def _tsv_lines(spec: SampleSpec, rng: np.random.Generator):
-    users, items, ratings = generate_interactions(spec, rng)
+def _tsv_lines(spec: SampleSpec, rng: np.random.Generator, triples=None):
+    users, items, ratings = triples if triples is not None else generate_interactions(spec, rng)
     rated = ratings > 0  # the TSV holds star ratings only, 1..5
     users, items, ratings = users[rated], items[rated], ratings[rated]
     user_ids = _hex_ids(rng, spec.n_users)
@@ -341,5 +341,33 @@ def make_sample(out_dir: str | os.PathLike, size: str = "sample", seed: int = 0,
                          level=level)
         if progress:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        written.append(path)
+    return written
+
+
+def write_interactions(out_dir: str | os.PathLike, users, items, ratings, seed: int = 0,
+                       names=None) -> list[Path]:
+    """Write given (user, item, rating) index triples as the course's files, in the real
+    formats (for small hand-made folders, e.g. edge cases).
+
+    ``users`` and ``items`` are integer indices (each pair at most once), ``ratings`` the
+    ratings 0..5; IDs, dates and review text are made up with ``seed``.  The TSV keeps the
+    ratings 1..5 only, as the real one.
+    """
+    users, items, ratings = (np.asarray(a, dtype=np.int64) for a in (users, items, ratings))
+    if not users.size == items.size == ratings.size:
+        raise ValueError("users, items and ratings must have the same length")
+    out_dir = Path(out_dir)
+    spec = SampleSpec(int(users.max()) + 1, int(items.max()) + 1, users.size, (0.0, 0.5))
+    written = []
+    for name in (list(names) if names else list(REGISTRY)):
+        ds = REGISTRY[name]
+        rng = np.random.default_rng(seed)
+        path = out_dir / ds.filename
+        triples = (users, items, ratings)
+        if ds.format == "tsv":
+            _write_bytes(path, _tsv_lines(spec, rng, triples), gz=False)
+        else:
+            _write_bytes(path, _review_lines(spec, rng, False, False, triples), gz=True)
         written.append(path)
     return written

@@ -33,34 +33,43 @@ def _source(cell):
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
-# ---------------------------------------------------------------- figures show learning
+# ---------------------------------------------------------------- figures on the sample
+# The bundled sample is calibrated to behave like real Goodreads data (data/README.md):
+# these are the directions the real data shows, which the notebooks must reproduce on it.
 
-def test_surprise_svd_beats_the_baselines(notebook_figures):
+def test_surprise_biases_beat_the_mean_and_factors_add_little(notebook_figures):
     f = notebook_figures("01_latent_factor_surprise")
-    assert f["test_mse"] < f["mse_baseline_only"] < f["mse_always_mean"]
+    assert f["mse_baseline_only"] < 0.9 * f["mse_always_mean"], f
+    assert abs(f["test_mse"] / f["mse_baseline_only"] - 1) < 0.03, f  # real: 0.845 / 0.848
 
 
-def test_implicit_bpr_ranks_held_out_interactions(notebook_figures):
+def test_implicit_bpr_behind_popularity_and_tuning_helps(notebook_figures):
     f = notebook_figures("02_bpr_implicit")
     reviews = Interactions.from_frame(load("fantasy_reviews", ["user_id", "book_id"],
                                            data="sample"), rating=None)
     assert (f["n_users"], f["n_items"]) == (reviews.n_users, reviews.n_items)
-    assert f["auc"] > 0.7
-    assert f["auc_exact"] > 0.7
-    assert 0 < f["precision_at_10"] <= 1
+    # Real data: the book's settings 0.458, popularity 0.820 (uniform negatives).
+    assert f["auc_book_settings"] < f["auc"] < f["auc_popularity"], f
+    assert abs(f["auc"] - f["auc_exact"]) < 0.03, f
+    # Against negatives drawn by popularity, popularity is near chance and BPR is not.
+    assert abs(f["auc_popularity_popular_negatives"] - 0.5) < 0.05, f
+    assert f["auc_popular_negatives"] > f["auc_popularity_popular_negatives"] + 0.05, f
+    assert 0 < f["precision_at_10"] < f["precision_at_10_popularity"] <= 1, f
 
 
-def test_tensorflow_lfm_learns(notebook_figures):
+def test_tensorflow_lfm_tuned_beats_the_mean_and_equals_bias_only(notebook_figures):
     f = notebook_figures("03_latent_factor_tensorflow")
-    assert f["test_mse"] < f["mse_always_mean"]
+    # Real data: the book's settings 1.766 against always-the-mean 1.743.
+    assert f["test_mse_book_settings"] > f["mse_always_mean"], f
+    assert f["test_mse"] < 0.9 * f["mse_always_mean"], f
+    assert abs(f["test_mse"] / f["mse_bias_only"] - 1) < 0.03, f
     assert f["param_change"] > 1e-3  # every variable moved away from its initial value
 
 
-def test_tensorflow_bpr_learns(notebook_figures):
+def test_tensorflow_bpr_beats_popularity_narrowly(notebook_figures):
     f = notebook_figures("04_bpr_tensorflow")
-    assert f["auc_sampled"] > 0.7
-    assert f["auc_exact"] > 0.7
-    assert f["auc_sampled"] > f["auc_popularity"]
+    assert f["auc_popularity"] < f["auc_sampled"] < f["auc_popularity"] + 0.05, f
+    assert abs(f["auc_sampled"] - f["auc_exact"]) < 0.03, f
     assert f["param_change"] > 1e-3
 
 
@@ -85,6 +94,29 @@ def test_model_code_shown_in_notebook_is_the_package_code(name):
 
 
 # ---------------------------------------------------------------- committed copies
+
+ALL_NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb")
+                       if ".ipynb_checkpoints" not in p.parts)
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_markdown_maths_has_no_doubled_backslashes(path):
+    r"""``\\right)`` in a markdown cell is a line break and the text "right" to MathJax:
+    the equation does not render.  Markdown cells hold LaTeX with single backslashes."""
+    for k, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
+        if cell["cell_type"] == "markdown":
+            source = _source(cell)
+            bad = re.findall(r"\\\\(?:left|right|[a-zA-Z]+)?", source)
+            assert not bad, f"cell {k}: {bad[:3]} (write \\right, not \\\\right)"
+
+
+def test_the_doubled_backslash_check_can_fail(tmp_path):
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {},
+                     "source": ["$$\\left(x\\\\right)$$"]}]}
+    path = tmp_path / "bad.ipynb"
+    path.write_text(json.dumps(nb))
+    with pytest.raises(AssertionError, match="cell 0"):
+        test_markdown_maths_has_no_doubled_backslashes(path)
 
 @pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: p.stem)
 def test_committed_notebook_is_executed_and_clean(path):
