@@ -70,6 +70,11 @@ FIGURE_LABELS = {
     "precision_at_10": "precision@10 on held-out interactions",
     "recall_at_10": "recall@10 on held-out interactions",
     "param_change": "training moved every variable: its smallest largest change",
+    "factor_term_mean_abs": "mean size of the latent factors' term in the test predictions",
+    "test_mse_book_settings": "test MSE of the model with the book's settings",
+    "mse_bias_only_book_settings": "test MSE, biases only, with the book's settings",
+    "auc_book_settings": "AUC, sampled negatives, with the book's settings",
+    "auc_popularity_exact": "AUC of ranking by popularity, every non-interacted item",
 }
 
 
