@@ -10,8 +10,9 @@
 * A notebook whose recorded figures a test reads (``notebook_figures``) is executed once,
   by the course's runner, and its figures kept for every test; nbval then does not
   execute it a second time.  The other notebooks are executed by nbval, cell by cell.
-* pytest-xdist runs the tests on two workers (``-n 2 --dist loadgroup``, pyproject.toml),
-  keeping together what must share one process (see ``pytest_collection_modifyitems``).
+* pytest-xdist runs the tests on two workers (``-n 2 --dist loadfile``, pyproject.toml):
+  each file on one worker, so a notebook's cells run in order in one kernel, and the
+  figure tests (one file) execute each notebook once.
 """
 
 from __future__ import annotations
@@ -56,12 +57,6 @@ def _tier(item) -> str | None:
     return FILE_TIERS.get(item.path.name, "unit")
 
 
-def _course_stems() -> set[str]:
-    from recsys_helpers.runner import course_notebooks
-
-    return {p.stem for p in course_notebooks()}
-
-
 def _stems_read(item, stems: set[str]) -> set[str]:
     """The notebooks whose figures a test reads: the stems its source names."""
     if "notebook_figures" not in getattr(item, "fixturenames", ()):
@@ -78,17 +73,12 @@ def pytest_collection_modifyitems(config, items):
     """Before the other hooks (and so before ``-m`` selects): give each test its tier.
     After them: drop nbval's items for the notebooks that the selected figure tests
     execute themselves."""
-    stems = {item.path.stem for item in items if item.path.suffix == ".ipynb"}
     for item in items:
         tier = _tier(item)
         if tier:
             item.add_marker(tier)
-        # With ``--dist loadgroup`` a group runs on one worker: a notebook's cells (one
-        # kernel), a test file (its module fixtures), and the tests reading one notebook's
-        # figures (executed once), which then spread over the workers notebook by notebook.
-        read = sorted(_stems_read(item, stems | _course_stems()))
-        item.add_marker(pytest.mark.xdist_group("+".join(read) if read else str(item.path)))
     yield
+    stems = {item.path.stem for item in items if item.path.suffix == ".ipynb"}
     read = set().union(set(), *(_stems_read(item, stems) for item in items))
     dropped = [i for i in items if i.path.suffix == ".ipynb" and i.path.stem in read]
     if dropped:
