@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys_helpers import spark as rs
-from recsys_helpers.datasets import Dataset, bundled_dir, load_reviews
+from recsys_helpers.datasets import bundled_dir, load_reviews
 from recsys_helpers.interactions import Interactions, train_test_split
 from recsys_helpers.metrics import mse
 
@@ -31,7 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "05_latent_factors_at_scale_spark.ipynb"
 COMICS = "goodreads_reviews_comics_graphic.json.gz"
 # The ALS run compared between local mode and the cluster: small and quick.
-ALS_SETTINGS = dict(rank=5, reg=0.1, lamb_bias=5.0, max_iter=5, seed=0, num_blocks=2)
+ALS_SETTINGS = dict(rank=5, reg=0.1, lamb_bias=5.0, max_iter=3, seed=0, num_blocks=2)
+# Short-lived Java processes: the quick-starting JIT compiler only (the results are the same:
+# Java's floating-point arithmetic does not depend on the compiler).
+QUICK_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 # ---------------------------------------------------------------- master and Java
@@ -138,8 +141,10 @@ def test_parquet_copy_follows_the_source(comics_dir):
 
 
 def test_interactions_csv_is_converted_by_spark(spark, tmp_path):
-    interactions = Dataset("interactions", "goodreads_interactions.csv", "csv", "test copy")
-    csv = tmp_path / interactions.filename
+    interactions = "interactions"
+    with pytest.raises(FileNotFoundError, match=rs.INTERACTIONS_URL):
+        rs.to_parquet(interactions, data="full", data_dir=tmp_path, spark=spark)
+    csv = tmp_path / "goodreads_interactions.csv"
     csv.write_text("user_id,book_id,is_read,rating,is_reviewed\n"
                    "0,948,1,5,0\n0,947,1,5,1\n1,0,0,0,0\n2,3,1,4,0\n")
     path = rs.to_parquet(interactions, data="full", data_dir=tmp_path, spark=spark,
@@ -261,7 +266,8 @@ _DRIVER = textwrap.dedent("""
     from recsys_helpers.spark import spark_session
     spark = spark_session(master={master!r}, memory="768m", verbose=False, config={{
         "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
-        "spark.executor.cores": "1", "spark.cores.max": "2"}})
+        "spark.executor.cores": "1", "spark.cores.max": "2",
+        "spark.executor.memory": "768m", "spark.executor.extraJavaOptions": {quick!r}}})
     figures = test_spark._explicit_figures(spark)
     status = spark.sparkContext._jsc.sc().getExecutorMemoryStatus()
     figures["block_managers"] = status.size()  # the driver and each executor
@@ -276,7 +282,8 @@ def test_als_on_a_standalone_cluster_equals_local_mode(local_figures, tmp_path):
     executors in their own JVMs; the figures equal local mode's; nothing is left behind."""
     java = rs.find_java()
     env = {**os.environ, "JAVA_HOME": str(java.home), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_HOME": str(_spark_class().parent.parent), "SPARK_NO_DAEMONIZE": "1"}
+           "SPARK_HOME": str(_spark_class().parent.parent), "SPARK_NO_DAEMONIZE": "1",
+           "SPARK_DAEMON_JAVA_OPTS": QUICK_JVM}
     port, ui_port, worker_port, worker_ui = (_free_port() for _ in range(4))
     master_url = f"spark://127.0.0.1:{port}"
     logs = [tmp_path / "master.log", tmp_path / "worker.log", tmp_path / "driver.log"]
@@ -308,7 +315,7 @@ def test_als_on_a_standalone_cluster_equals_local_mode(local_figures, tmp_path):
 
         out = tmp_path / "cluster.json"
         script = _DRIVER.format(tests=str(Path(__file__).parent), master=master_url,
-                                out=str(out))
+                                out=str(out), quick=QUICK_JVM)
         with open(logs[2], "wb") as fh:
             driver = subprocess.run([sys.executable, "-c", script], stdout=fh,
                                     stderr=subprocess.STDOUT, env=env, timeout=240)
