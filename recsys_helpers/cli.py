@@ -55,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="grades.csv", help="CSV file to write")
     g.add_argument("--timeout", type=int, default=300, help="per-cell time limit in seconds")
     g.add_argument("--jobs", type=int, default=None,
-                   help="students graded at the same time (default: the number of CPU cores)")
+                   help="notebooks graded at the same time (default: the number of CPU cores)")
+    g.add_argument("--force", action="store_true",
+                   help="grade again the students the CSV already holds (default: skip them)")
+    g.add_argument("--no-sandbox", dest="sandboxed", action="store_false",
+                   help="run the students' kernels without the bubblewrap sandbox (only for "
+                        "trusted code)")
     return p
 
 
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
         from .grading import grade_command
 
         return grade_command(args.submissions, out=args.out, timeout=args.timeout,
-                             jobs=args.jobs)
+                             jobs=args.jobs, sandboxed=args.sandboxed, force=args.force)
     return 2  # pragma: no cover - argparse enforces a command
 
 
