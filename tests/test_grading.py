@@ -482,7 +482,6 @@ def test_stopped_grading_keeps_what_was_graded_and_leaves_nothing(tmp_path):
 
 # ---- the sandbox is required ----------------------------------------------------------
 
-@pytest.mark.unit
 def test_grade_refuses_without_a_sandbox(tmp_path):
     (tmp_path / "subs" / "someone").mkdir(parents=True)
     env = dict(os.environ, PATH=os.path.dirname(sys.executable))  # no bwrap on the PATH
@@ -494,7 +493,6 @@ def test_grade_refuses_without_a_sandbox(tmp_path):
     assert not (tmp_path / "grades.csv").exists()
 
 
-@pytest.mark.unit
 def test_grade_rejects_a_missing_folder(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "recsys_helpers", "grade",
                            str(tmp_path / "nowhere")], capture_output=True, text=True)

@@ -15,7 +15,7 @@ import pytest
 from recsys_helpers.datasets import bundled_dir
 from recsys_helpers.sandbox import BLOCKED, PACKAGE_DIR, Sandbox, bwrap_path, probe
 
-pytestmark = [pytest.mark.unit,
+pytestmark = [pytest.mark.grading,  # starts sandboxed kernels: seconds each
               pytest.mark.skipif(bwrap_path() is None,
                                  reason="bubblewrap (bwrap) is not installed: "
                                         "sudo apt-get install bubblewrap")]
