@@ -40,6 +40,7 @@ __all__ = [
     "DataFormatError",
     "Dataset",
     "REGISTRY",
+    "ON_REQUEST",
     "REVIEW_FIELDS",
     "TSV_COLUMNS",
     "get_dataset",
@@ -95,16 +96,36 @@ REGISTRY: dict[str, Dataset] = {
 }
 
 
+#: Files fetched only when named (``fetch interactions``): no bundled sample, never loaded
+#: into pandas.  ``goodreads_interactions.csv`` (user_id, book_id, is_read, rating,
+#: is_reviewed; about 229M rows, 4.1 GB) is read by Spark (notebook 05,
+#: :func:`recsys_helpers.spark.to_parquet`).  Its size is an estimate, its digest unknown.
+ON_REQUEST: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset("interactions", "goodreads_interactions.csv", "csv",
+                "Goodreads user-book interactions, all genres (about 229M; 4.1 GB): "
+                "read with Spark, never into pandas",
+                size=4_400_000_000, sha256=None),
+    )
+}
+
+
 def get_dataset(name: str | Dataset) -> Dataset:
-    """Look a dataset up by its short name or its file name (a Dataset is returned as is)."""
+    """Look a dataset up by its short name or its file name (a Dataset is returned as is).
+
+    The course's files (:data:`REGISTRY`) and the files fetched only on request
+    (:data:`ON_REQUEST`) are both found.
+    """
     if isinstance(name, Dataset):
         return name
-    if name in REGISTRY:
-        return REGISTRY[name]
-    for d in REGISTRY.values():
+    every = {**REGISTRY, **ON_REQUEST}
+    if name in every:
+        return every[name]
+    for d in every.values():
         if name == d.filename:
             return d
-    known = ", ".join(f"{d.name} ({d.filename})" for d in REGISTRY.values())
+    known = ", ".join(f"{d.name} ({d.filename})" for d in every.values())
     raise KeyError(f"unknown dataset {name!r}; known datasets: {known}")
 
 
@@ -158,6 +179,8 @@ def locate(name: str | Dataset, data: str | None = None,
     mode = data_mode(data)
     full_dir = Path(data_dir).expanduser() if data_dir else download_dir()
     full = full_dir / ds.filename
+    if ds.name in ON_REQUEST:
+        mode = "full"  # no bundled sample of it
     if mode == "full" or (mode == "auto" and full.is_file()):
         if not full.is_file():
             raise FileNotFoundError(
@@ -246,6 +269,10 @@ def load(name: str | Dataset, fields=None, *, data: str | None = None,
     True
     """
     ds = get_dataset(name)
+    if ds.name in ON_REQUEST:
+        raise ValueError(f"{ds.filename} is too large to load into pandas ({ds.description}); "
+                         "convert it with recsys_helpers.spark.to_parquet("
+                         f"{ds.name!r}, spark=...) and read it with Spark (notebook 05)")
     path = locate(ds.name, data=data, data_dir=data_dir, verbose=kwargs.pop("verbose", True))
     if ds.format != "tsv":
         return load_reviews(path, fields or DEFAULT_REVIEW_FIELDS, **kwargs)

@@ -43,7 +43,8 @@ BASE_URLS = (
 #: Where the UCSD Goodreads review files by genre moved in 2025.
 GENRE_MIRROR = "https://mcauleylab.ucsd.edu/public_datasets/gdrive/goodreads/byGenre/"
 #: Further mirrors of some files, tried after :data:`BASE_URLS`.
-EXTRA_MIRRORS = {"fantasy_reviews": (GENRE_MIRROR,), "comics_reviews": (GENRE_MIRROR,)}
+EXTRA_MIRRORS = {"fantasy_reviews": (GENRE_MIRROR,), "comics_reviews": (GENRE_MIRROR,),
+                 "interactions": ("https://mcauleylab.ucsd.edu/public_datasets/gdrive/goodreads/",)}
 #: A download may exceed the registry's expected size by this factor, no more.
 SIZE_MARGIN = 2.0
 #: Seconds one file's download may take in all (``RECSYS_FETCH_DEADLINE`` overrides).

@@ -456,6 +456,9 @@ def check_file(path: str | os.PathLike, fmt: str, n_records: int = 100) -> None:
     :class:`DataFormatError` naming the file.
     """
     path = Path(path)
+    if fmt == "csv":
+        _check_interactions_csv(path, n_records)
+        return
     if fmt == "tsv":
         _check_nonempty(path)
         if not list(_tsv_rows(path, skip_bad_lines=False, limit=n_records)):
@@ -470,3 +473,26 @@ def check_file(path: str | os.PathLike, fmt: str, n_records: int = 100) -> None:
                     seen += 1
     if seen == 0:
         raise DataFormatError(f"{path}: no records found")
+
+
+#: The header of ``goodreads_interactions.csv``.
+INTERACTIONS_CSV_HEADER = "user_id,book_id,is_read,rating,is_reviewed"
+
+
+def _check_interactions_csv(path: Path, n_records: int) -> None:
+    """The interactions CSV: its header, then ``n_records`` rows of five integers with a
+    rating on the 0-5 scale (the file is too large to read to its end here)."""
+    _check_nonempty(path)
+    with open(path, "rb") as fh:
+        header = fh.readline(MAX_LINE_BYTES).decode("utf-8", "replace").strip()
+        if header != INTERACTIONS_CSV_HEADER:
+            raise DataFormatError(f"{path}, line 1: expected the header "
+                                  f"{INTERACTIONS_CSV_HEADER!r}, found {header[:80]!r}")
+        for lineno in range(2, n_records + 2):
+            line = fh.readline(MAX_LINE_BYTES)
+            if not line:
+                break
+            parts = line.strip().split(b",")
+            if len(parts) != 5 or not all(p.isdigit() for p in parts) or int(parts[3]) > 5:
+                raise DataFormatError(f"{path}, line {lineno}: expected five integers "
+                                      f"(rating 0-5), found {line[:80]!r}")

@@ -48,7 +48,6 @@ from .interactions import Interactions, PositiveSet
 from .metrics import auc_exact, auc_sampled, precision_recall_at_k
 
 __all__ = [
-    "INTERACTIONS_URL",
     "JAVA_MIN",
     "JavaRuntime",
     "find_java",
@@ -68,12 +67,6 @@ __all__ = [
     "ranking_data",
     "ranking_metrics",
 ]
-
-#: The UCSD Goodreads interactions file: every book on every shelf of 876,145 users, about
-#: 229 million rows, 4.1 GB; columns user_id, book_id, is_read, rating, is_reviewed (integer
-#: IDs, a header line).  For Spark only: it is never loaded into pandas.
-INTERACTIONS_URL = ("https://mcauleylab.ucsd.edu/public_datasets/gdrive/goodreads/"
-                    "goodreads_interactions.csv")
 
 #: The oldest Java that Spark 4 runs on.
 JAVA_MIN = 17
@@ -393,18 +386,14 @@ def to_parquet(name: str, data: str | None = None, data_dir=None, spark=None,
     Parameters
     ----------
     name : a dataset of the registry, a Dataset (see :func:`recsys_helpers.datasets.locate`),
-        or ``"interactions"``: ``goodreads_interactions.csv`` (:data:`INTERACTIONS_URL`),
+        or ``"interactions"``: ``goodreads_interactions.csv`` (``datasets.ON_REQUEST``),
         which has no bundled sample and must be in ``RECSYS_DATA_DIR``
     spark : SparkSession, needed only to convert ``goodreads_interactions.csv``
     """
-    from .datasets import Dataset, get_dataset, locate
+    from .datasets import get_dataset, locate
 
-    if name == "interactions":  # not one of the course's files: no sample, no pandas loader
-        name = Dataset("interactions", "goodreads_interactions.csv", "csv",
-                       "Goodreads user-book interactions (about 229M)")
     ds = get_dataset(name)
-    how = (f"download it from {INTERACTIONS_URL}" if ds.format == "csv"
-           else f"fetch it with `python -m recsys_helpers fetch {ds.name}`")
+    how = f"fetch it with `python -m recsys_helpers fetch {ds.name}`"
     try:
         source = locate(ds, data=data, data_dir=data_dir, verbose=verbose)
     except FileNotFoundError:

@@ -330,3 +330,48 @@ def test_sigterm_leaves_nothing_partial(server, dest):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "no partial file" in err
     _assert_clean(dest, TSV.filename)
+
+
+# ---- goodreads_interactions.csv: fetched only when named -----------------------------
+
+INTERACTIONS_CSV = (b"user_id,book_id,is_read,rating,is_reviewed\n"
+                    + b"".join(f"{i},{i % 7},1,{i % 6},0\n".encode() for i in range(30)))
+
+
+def test_the_interactions_file_is_fetched_only_when_named(server, dest):
+    ds = datasets.get_dataset("interactions")
+    assert ds.filename == "goodreads_interactions.csv"
+    assert ds.name not in datasets.REGISTRY  # not one of the course's three files
+    assert "mcauleylab.ucsd.edu" in " ".join(download.EXTRA_MIRRORS[ds.name])
+    server.routes["/" + ds.filename] = INTERACTIONS_CSV
+    assert _fetch("interactions", progress=False) == [dest / ds.filename]
+    assert (dest / ds.filename).read_bytes() == INTERACTIONS_CSV
+    # `fetch` with no name asks only for the course's files
+    server.requests.clear()
+    with pytest.raises(download.FetchError):
+        _fetch(progress=False)
+    assert not any(ds.filename in r for r in server.requests)
+
+
+@pytest.mark.parametrize("body, line", [
+    (b"user,book,rating\n1,2,3\n", 1),                                       # wrong header
+    (b"user_id,book_id,is_read,rating,is_reviewed\n1,2,1,4,0\n1,2,x,4,0\n", 3),  # not a number
+    (b"user_id,book_id,is_read,rating,is_reviewed\n1,2,1,9,0\n", 2),             # rating 9
+])
+def test_a_bad_interactions_file_is_refused_naming_the_line(tmp_path, body, line):
+    path = tmp_path / "goodreads_interactions.csv"
+    path.write_bytes(body)
+    with pytest.raises(datasets.DataFormatError, match=f"line {line}"):
+        check_file(path, "csv")
+
+
+def test_the_interactions_file_is_never_loaded_into_pandas(tmp_path):
+    (tmp_path / "goodreads_interactions.csv").write_bytes(INTERACTIONS_CSV)
+    with pytest.raises(ValueError, match="Spark"):
+        datasets.load("interactions", data="full", data_dir=tmp_path)
+    # no bundled sample of it: even RECSYS_DATA=sample reads the fetched file, or says
+    # how to fetch it
+    assert datasets.locate("interactions", data="sample", data_dir=tmp_path,
+                           verbose=False) == tmp_path / "goodreads_interactions.csv"
+    with pytest.raises(FileNotFoundError, match="fetch interactions"):
+        datasets.locate("interactions", data="sample", data_dir=tmp_path / "empty")

@@ -142,7 +142,7 @@ def test_parquet_copy_follows_the_source(comics_dir):
 
 def test_interactions_csv_is_converted_by_spark(spark, tmp_path):
     interactions = "interactions"
-    with pytest.raises(FileNotFoundError, match=rs.INTERACTIONS_URL):
+    with pytest.raises(FileNotFoundError, match="fetch interactions"):
         rs.to_parquet(interactions, data="full", data_dir=tmp_path, spark=spark)
     csv = tmp_path / "goodreads_interactions.csv"
     csv.write_text("user_id,book_id,is_read,rating,is_reviewed\n"
