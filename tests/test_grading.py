@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -356,8 +357,19 @@ def test_every_student_and_exercise_has_a_row_and_missing_notebooks_say_so(grade
 
 # ---- rows 1-4: writing outside one's own scratch folder ------------------------------
 
+#: Load caches that other tests, running meanwhile, may write beside the bundled data.
+_LOAD_CACHE = re.compile(r"/\.[^/]+\.cache\.(npz|parquet)(/|$)")
+
+
 def test_no_gradebook_submission_output_or_data_was_touched(graded):
-    assert graded["after"] == graded["before"], "the data or the exercise notebooks changed"
+    before, after = graded["before"], graded["after"]
+    changed = [p for p in before if after.get(p) != before[p]]
+    assert changed == [], f"the data or the exercise notebooks changed: {changed}"
+    # new files: only load caches (written by the notebooks other tests run meanwhile),
+    # none of them the intruder's
+    new = sorted(set(after) - set(before))
+    assert all(_LOAD_CACHE.search(p) for p in new), new
+    assert not any(MARKER.encode() in Path(p).read_bytes() for p in new if Path(p).is_file())
     assert graded["submitted_after"] == graded["submitted"], "a submission was changed"
     assert graded["csv_later"] == graded["csv_at_exit"], "grades.csv changed after grading"
     assert MARKER.encode() not in graded["csv_later"]

@@ -4,11 +4,13 @@ Each test runs a small Python program inside a real sandbox and checks what it c
 could not do.  Skipped where bubblewrap is not installed.
 """
 
+import ast
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +61,10 @@ print(json.dumps(seen))
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen.pop("net") is False
-    assert set(seen.pop("repo")) <= {"recsys_helpers", "data", ".venv"}
+    # the package, the data and the virtual environment, where it lies in the repository
+    venv = Path(sys.prefix).resolve()
+    venv_here = {venv.relative_to(REPO).parts[0]} if venv.is_relative_to(REPO) else set()
+    assert set(seen.pop("repo")) <= {"recsys_helpers", "data"} | venv_here
     # a private /tmp: nothing of the real one but the folders leading to the scratch folder
     assert all(str(tmp_path).startswith(f"/tmp/{name}") or str(box.sockets) == f"/tmp/{name}"
                for name in seen.pop("tmp"))
@@ -86,10 +91,13 @@ open(os.path.join(os.environ["HOME"], "mine.txt"), "w").write("ok")
     before = (bundled_dir() / "goodreads_fantasy.tsv").stat().st_mtime_ns
     box, proc = _inside(tmp_path, code)
     assert proc.returncode == 0, proc.stderr
-    # the folders above the scratch folder exist only in the sandbox's private /tmp
-    assert proc.stdout.strip() in ("[]", repr([str(outside)]))
+    # Under /tmp the sandbox has a private tmpfs: a write there (e.g. beside the scratch
+    # folder, or into a repository cloned under /tmp) lands in it and vanishes with it.
+    written = ast.literal_eval(proc.stdout.strip())
+    assert all(p.startswith("/tmp/") for p in written), written
+    assert not any(Path(p).exists() for p in written), "a write reached the real files"
     assert (box.scratch / "mine.txt").read_text() == "ok"
-    assert not outside.exists()
+    assert not outside.exists() and not (REPO / "x").exists()
     assert (bundled_dir() / "goodreads_fantasy.tsv").stat().st_mtime_ns == before
 
 
