@@ -66,8 +66,10 @@ print(json.dumps(seen))
     venv_here = {venv.relative_to(REPO).parts[0]} if venv.is_relative_to(REPO) else set()
     assert set(seen.pop("repo")) <= {"recsys_helpers", "data"} | venv_here
     # a private /tmp: nothing of the real one but the folders leading to the scratch folder
-    assert all(str(tmp_path).startswith(f"/tmp/{name}") or str(box.sockets) == f"/tmp/{name}"
-               for name in seen.pop("tmp"))
+    # (and, for a repository cloned under /tmp, the folder leading to its bound parts)
+    bound = [str(tmp_path), str(box.sockets), str(REPO)]
+    assert all(any(b == f"/tmp/{name}" or b.startswith(f"/tmp/{name}/") for b in bound)
+               or str(tmp_path).startswith(f"/tmp/{name}") for name in seen.pop("tmp"))
     assert "RECSYS_SECRET_TEST" not in seen.pop("env")  # not the grader's environment
     assert not any(seen.values()), seen
 
