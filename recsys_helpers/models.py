@@ -75,8 +75,11 @@ class LatentFactorModel(tf.Module):
         self.beta_i = tf.Variable(init.normal([n_items], stddev=0.001), name="beta_i")
         self.gamma_u = tf.Variable(init.normal([n_users, K], stddev=0.001), name="gamma_u")
         self.gamma_i = tf.Variable(init.normal([n_items, K], stddev=0.001), name="gamma_i")
-        self.lamb = lamb
-        self.lamb_factors = lamb if lamb_factors is None else lamb_factors
+        # The lambdas are variables too, but not trained: a compiled training step reads
+        # them anew each time, so one step serves every lambda a grid search tries.
+        self.lamb = tf.Variable(lamb, dtype=tf.float32, trainable=False, name="lamb")
+        self.lamb_factors = tf.Variable(lamb if lamb_factors is None else lamb_factors,
+                                        dtype=tf.float32, trainable=False, name="lamb_factors")
 
     def predict(self, u, i):
         """Predicted ratings for arrays of users ``u`` and items ``i``."""
@@ -114,8 +117,10 @@ class BPRModel(tf.Module):
         self.beta_i = tf.Variable(init.normal([n_items], stddev=0.001), name="beta_i")
         self.gamma_u = tf.Variable(init.normal([n_users, K], stddev=0.001), name="gamma_u")
         self.gamma_i = tf.Variable(init.normal([n_items, K], stddev=0.001), name="gamma_i")
-        self.lamb = lamb
-        self.lamb_factors = lamb if lamb_factors is None else lamb_factors
+        # not trained, read anew by a compiled step (see LatentFactorModel)
+        self.lamb = tf.Variable(lamb, dtype=tf.float32, trainable=False, name="lamb")
+        self.lamb_factors = tf.Variable(lamb if lamb_factors is None else lamb_factors,
+                                        dtype=tf.float32, trainable=False, name="lamb_factors")
 
     def score(self, u, i):
         """Scores x_ui for arrays of users ``u`` and items ``i`` (higher ranks first)."""

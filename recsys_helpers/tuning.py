@@ -157,15 +157,17 @@ class EarlyStopping:
 def train_with_early_stopping(model, next_batch, validate: Callable, learning_rate: float,
                               budget: Budget = Budget(), monitor: str = "validation_mse",
                               mode: str = "min", evaluate: Callable | None = None,
-                              desc: str = "training", progress: bool = True):
+                              desc: str = "training", progress: bool = True,
+                              train_step: Callable | None = None):
     """Train ``model`` with Adam, stop early on a validation figure, keep its best step.
 
     ``validate(model) -> float`` computes the watched figure (recorded as ``monitor``);
     ``evaluate() -> dict``, optional, adds further figures to the learning curve (e.g.
-    the training MSE).  Returns ``(history, stopper)``: the learning curve (as
-    :func:`~recsys_helpers.models.fit`) and the :class:`EarlyStopping` whose
-    ``best_step`` and ``best_value`` say what was kept; ``model`` holds the parameters
-    of that step.
+    the training MSE).  ``train_step``, optional, is a step already compiled for
+    ``model`` (its optimizer's learning rate is then the caller's business).  Returns
+    ``(history, stopper)``: the learning curve (as :func:`~recsys_helpers.models.fit`)
+    and the :class:`EarlyStopping` whose ``best_step`` and ``best_value`` say what was
+    kept; ``model`` holds the parameters of that step.
     """
     from .models import fit, make_train_step, tf
 
@@ -177,11 +179,72 @@ def train_with_early_stopping(model, next_batch, validate: Callable, learning_ra
             out.update(evaluate())
         return out
 
-    step = make_train_step(model, tf.keras.optimizers.Adam(learning_rate))
-    history = fit(step, next_batch, budget.max_steps, evaluate=figures, every=budget.every,
-                  desc=desc, stop=stopper, progress=progress)
+    if train_step is None:
+        train_step = make_train_step(model, tf.keras.optimizers.Adam(learning_rate))
+    history = fit(train_step, next_batch, budget.max_steps, evaluate=figures,
+                  every=budget.every, desc=desc, stop=stopper, progress=progress)
     stopper.restore()
     return history, stopper
+
+
+class _SharedStep:
+    """One compiled training step (with Adam) for every candidate of the same shape.
+
+    Compiling a step with XLA takes longer than training a candidate on the sample, so a
+    grid search trains each candidate in this one model (``worker``): it takes the
+    candidate's values, its lambdas included (the course's models keep them in untrained
+    variables), is trained, and gives its values back.  :meth:`fits` admits a candidate
+    only when nothing the compiled step baked in differs: the same class, the same
+    variables (name, shape, type) and equal values of every other attribute (a lambda
+    kept as a Python number bakes in, so candidates that differ in one each get their own
+    step).
+    """
+
+    def __init__(self, worker):
+        from .models import make_train_step, tf
+
+        self.worker = worker
+        self.optimizer = tf.keras.optimizers.Adam(0.0)
+        self.step = make_train_step(worker, self.optimizer)
+
+    def fits(self, model) -> bool:
+        if type(model) is not type(self.worker):
+            return False
+        mine, theirs = self.worker.variables, model.variables
+        if [(v.name, tuple(v.shape), v.dtype) for v in mine] != [
+                (v.name, tuple(v.shape), v.dtype) for v in theirs]:
+            return False
+        settings = _settings(model)
+        return settings is not None and _settings(self.worker) == settings
+
+    def load(self, model, learning_rate: float) -> None:
+        """Put ``model``'s values into the worker and restart Adam at ``learning_rate``."""
+        for mine, theirs in zip(self.worker.variables, model.variables):
+            mine.assign(theirs)
+        for v in self.optimizer.variables:  # Adam's moments and step count start at zero
+            v.assign(np.zeros(v.shape, v.dtype))
+        self.optimizer.learning_rate.assign(learning_rate)
+
+    def store(self, model) -> None:
+        """Give the worker's values to ``model``."""
+        for theirs, mine in zip(model.variables, self.worker.variables):
+            theirs.assign(mine)
+
+
+def _settings(model) -> dict | None:
+    """The attributes of ``model`` that a compiled step bakes in (None: not comparable)."""
+    from .models import tf
+
+    bookkeeping = set(vars(tf.Module()))  # and TensorFlow's tracking, all "_self_..."
+    out = {}
+    for key, value in vars(model).items():
+        if (key in bookkeeping or key.startswith("_self_")
+                or isinstance(value, (tf.Variable, tf.Module))):
+            continue
+        if not isinstance(value, (bool, int, float, str, type(None))):
+            return None  # anything else could bake in unseen: no sharing
+        out[key] = value
+    return out
 
 
 @dataclass
@@ -253,12 +316,23 @@ def grid_search(make_model: Callable, grid: dict, batches: Callable, validate: C
     combos = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
     best = None
     trials = []
+    shared = None
     for params in tqdm(combos, desc=desc, disable=not progress or len(combos) < 2):
         model_params = {k: v for k, v in params.items() if k != "learning_rate"}
         lr = params.get("learning_rate", learning_rate)
         model = make_model(**model_params)
-        history, stopper = train_with_early_stopping(
-            model, batches(), validate, lr, budget, monitor, mode, progress=False)
+        if _settings(model) is None:  # what a step would bake in is unknown: its own step
+            shared = None
+            history, stopper = train_with_early_stopping(
+                model, batches(), validate, lr, budget, monitor, mode, progress=False)
+        else:
+            if shared is None or not shared.fits(model):
+                shared = _SharedStep(make_model(**model_params))
+            shared.load(model, lr)
+            history, stopper = train_with_early_stopping(
+                shared.worker, batches(), validate, lr, budget, monitor, mode,
+                progress=False, train_step=shared.step)
+            shared.store(model)
         trial = Trial(params, stopper.best_value, stopper.best_step, history)
         trials.append(trial)
         better = (best is None

@@ -103,6 +103,47 @@ def test_grid_search_tries_every_setting_with_the_same_budget_and_keeps_the_best
     assert "lamb = 0.0001" in tuned.summary()
 
 
+class _PythonLambdas(LatentFactorModel):
+    """The book's way: lambdas kept as Python numbers, which a compiled step bakes in."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lamb, self.lamb_factors = float(self.lamb), float(self.lamb_factors)
+
+
+@pytest.mark.parametrize("model_class, grid", [
+    (LatentFactorModel, {"lamb": [1.0, 1e-4], "learning_rate": [0.05, 0.01]}),
+    (_PythonLambdas, {"lamb": [1.0, 1e-4]})])
+def test_grid_search_trains_each_candidate_as_if_alone(model_class, grid):
+    """One compiled step serves the candidates (lambdas in variables) or, where a lambda
+    is baked in, each candidate gets its own: either way, every candidate's figure is the
+    one it reaches when trained on its own."""
+    data = _ratings()
+    fit_part, validation = validation_split(data, 0.2, seed=0)
+    mu = training_mean(fit_part)
+    budget = Budget(max_steps=40, every=10, patience=2)
+
+    def make(lamb):
+        return model_class(mu, data.n_users, data.n_items, 2, lamb, seed=0)
+
+    tuned = grid_search(make, grid, batches=lambda: rating_batches(fit_part, 512, 0),
+                        validate=lambda m: validation_mse(m, validation), budget=budget,
+                        learning_rate=0.05, progress=False)
+    alone = []
+    for trial in tuned.trials:
+        model = make(trial.params["lamb"])
+        _, stopper = train_with_early_stopping(
+            model, rating_batches(fit_part, 512, 0), lambda m: validation_mse(m, validation),
+            trial.params.get("learning_rate", 0.05), budget, progress=False)
+        alone.append((stopper.best_value, stopper.best_step))
+    assert [(t.value, t.step) for t in tuned.trials] == [
+        (pytest.approx(v, rel=1e-6), s) for v, s in alone]
+    assert len({t.value for t in tuned.trials}) == len(tuned.trials)  # the settings matter
+    # the chosen model holds its own values, not those of the candidates tried after it
+    assert validation_mse(tuned.model, validation) == pytest.approx(tuned.value, rel=1e-6)
+    assert float(tuned.model.lamb) == pytest.approx(tuned.params["lamb"])
+
+
 def test_budget_rejects_nonsense():
     with pytest.raises(ValueError):
         Budget(max_steps=0)
