@@ -1,35 +1,32 @@
 """How much faster the course's helpers are than the book's chapter 5 code, as ratios.
 
-Each case runs the book's way of doing a task (:mod:`benchmarks.book`) and the course's
-on the same data in the same run, and reports ``baseline seconds / ours seconds``:
-parsing the reviews file and reloading it from the cache, the users x items matrix, the
-sampled AUC over all test users, one LFM and one BPR training step (batch of 50,000).
-The slowest baselines are timed on part of the data and scaled linearly (the output says
-where); the course's side always runs on all of it.  See benchmarks/README.md.
+Each case times the book's way (:mod:`benchmarks.book`) and the course's on the same data
+in one run: parsing the reviews and reloading them from the cache, the users x items
+matrix, the sampled AUC, one LFM and one BPR training step.  The slowest baselines run on
+part of the data, scaled linearly.  A report, not a test; see benchmarks/README.md.
 
-    python benchmarks/bench.py [--out results.json] [--quick]
-
-The full-size synthetic file goes to ``--workdir``, outside the repository, and is
-reused.  The script exits with status 0: it is a report, not a test.
+    python benchmarks/bench.py [--out results.json] [--quick] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import random
 import shutil
 import sys
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
 import numpy as np  # noqa: E402
 
 from benchmarks import book, harness  # noqa: E402
+from benchmarks.harness import section, timed  # noqa: E402
 from benchmarks.report import Comparison, print_table  # noqa: E402
 from recsys_helpers import cache, datasets, interactions, metrics, sample  # noqa: E402
 
@@ -62,14 +59,15 @@ def scaled(name: str, book_s: float, done: int, total: int, ours_s: float, how: 
 
 
 def case_loading(path: Path, eval_lines: int):
-    harness.section("loading the reviews")
+    """Parsing the reviews and reloading them from the cache; (comparisons, the frame)."""
+    section("loading the reviews")
     cache.clear(path)
-    ours_s, df = harness.timed(lambda: datasets.load_reviews(path, cache=False))
+    ours_s, df = timed(lambda: datasets.load_reviews(path, cache=False))
     datasets.load_reviews(path)  # writes the cache
-    cached_s, cached = harness.timed(lambda: datasets.load_reviews(path), repeat=5)
+    cached_s, cached = timed(lambda: datasets.load_reviews(path), repeat=5)
     assert cached.equals(df), "the cached reload differs from the parsed file"
     n, m = len(df), min(eval_lines, len(df))
-    book_s, records = harness.timed(lambda: book.book_load(path, m))
+    book_s, records = timed(lambda: book.book_load(path, m))
     assert [d["user_id"] for d in records] == df["user_id"].iloc[:m].astype(str).tolist()
     print(f"load_reviews: {ours_s:.2f} s, cached {cached_s:.3f} s; book: {m:,} lines "
           f"in {book_s:.2f} s")
@@ -78,104 +76,99 @@ def case_loading(path: Path, eval_lines: int):
 
 
 def case_csr(data, lil_lines: int | None) -> Comparison:
-    harness.section("users x items CSR matrix")
-    n = len(data)
-    ours_s, _ = harness.timed(lambda: interactions.to_csr(data.user, data.item, data.n_users,
-                                                          data.n_items), repeat=5)
+    """The users x items CSR matrix: ``to_csr`` against the book's ``lil_matrix`` loop."""
+    section("users x items CSR matrix")
+    n, shape = len(data), (data.n_users, data.n_items)
+    ours_s, _ = timed(lambda: interactions.to_csr(data.user, data.item, *shape), repeat=5)
     m = n if lil_lines is None else min(lil_lines, n)
     users, items = data.user[:m].tolist(), data.item[:m].tolist()
-    book_s, X = harness.timed(lambda: book.book_csr(users, items, data.n_users, data.n_items))
-    ours = interactions.to_csr(data.user[:m], data.item[:m], data.n_users, data.n_items)
-    assert (X != ours).nnz == 0, "the two CSR matrices differ"
+    book_s, X = timed(lambda: book.book_csr(users, items, *shape))
+    assert (X != interactions.to_csr(data.user[:m], data.item[:m], *shape)).nnz == 0, \
+        "the two CSR matrices differ"
     return scaled("CSR matrix", book_s, m, n, ours_s, "interactions; ours: median of 5")
 
 
-def _train_bpr(data, train, seed: int):
+def book_structures(data, part) -> SimpleNamespace:
+    """The book's structures, keyed by raw IDs (set up untimed, as in the book's earlier
+    cells): ``part``'s (user, item, rating) tuples, each user's items, the ID dicts."""
+    b = SimpleNamespace(tuples=list(zip(data.user_ids[part.user].tolist(),
+                                        data.item_ids[part.item].tolist(), part.rating.tolist())),
+                        per_user=defaultdict(list),
+                        users={u: k for k, u in enumerate(data.user_ids.tolist())},
+                        items={i: k for k, i in enumerate(data.item_ids.tolist())})
+    for u, i, _ in b.tuples:
+        b.per_user[u].append(i)
+    return b
+
+
+def case_auc(data, train, test, auc_users: int, seed: int) -> Comparison:
+    """The sampled AUC of a briefly trained BPR model: ``auc_sampled`` against ``AUC()``."""
     from recsys_helpers import models
 
+    section("sampled AUC over the test users")
     tf = book.tensorflow()
     model = models.BPRModel(data.n_users, data.n_items, book.K, book.LAMBDA, seed=seed)
     step = models.make_train_step(model, tf.keras.optimizers.Adam(book.LEARNING_RATE))
     batches = interactions.bpr_batches(train, book.BATCH_SIZE, np.random.default_rng(seed))
     for _ in range(30):  # untimed: AUCs well above one half, as a check
         step(*(tf.constant(a) for a in batches()))
-    return model
-
-
-def case_auc(data, train, test, auc_users: int, seed: int) -> Comparison:
-    harness.section("sampled AUC over the test users")
-    model = _train_bpr(data, train, seed)
     interacted = interactions.PositiveSet(data.user, data.item, data.n_items)
-
-    def score(u, i):
-        return model.score(u, i).numpy()
-
-    ours_s, auc = harness.timed(lambda: metrics.auc_sampled(
-        score, test.user, test.item, interacted, n_per_user=10, seed=seed), repeat=3)
-    test_per_user = defaultdict(set)  # the book's structures, keyed by raw IDs
-    for u, i in zip(data.user_ids[test.user].tolist(), data.item_ids[test.item].tolist()):
-        test_per_user[u].add(i)
-    item_list = sorted({i for items in test_per_user.values() for i in items})
-    user_index = {uid: k for k, uid in enumerate(data.user_ids.tolist())}
-    item_index = {iid: k for k, iid in enumerate(data.item_ids.tolist())}
+    ours_s, auc = timed(lambda: metrics.auc_sampled(
+        lambda u, i: model.score(u, i).numpy(), test.user, test.item, interacted,
+        n_per_user=10, seed=seed), repeat=3)
+    b = book_structures(data, test)
+    test_per_user = {u: set(items) for u, items in b.per_user.items()}
+    item_list = sorted({i for _, i, _ in b.tuples})
     rnd = random.Random(seed)
     subset = rnd.sample(sorted(test_per_user), min(auc_users, len(test_per_user)))
-    book_s, auc_book = harness.timed(lambda: book.book_auc(
-        model, subset, test_per_user, item_list, user_index, item_index, rnd))
+    book_s, auc_book = timed(lambda: book.book_auc(model, subset, test_per_user, item_list,
+                                                   b.users, b.items, rnd))
     print(f"AUC: ours {auc:.4f} (all test users), book {auc_book:.4f} ({len(subset):,} users; "
           "its negatives are test items only)")
     return scaled("sampled AUC", book_s, len(subset), len(test_per_user), ours_s,
                   "random test users; ours: all of them, median of 3")
 
 
-def _median_step(name: str, step, n: int) -> float:
-    step()  # warm-up: compiles the tf.function, creates Adam's slots
-    return float(np.median([harness.timed(step)[0] for _ in range(n)]))
+def compare_steps(name: str, make, book_step, batches, book_steps: int, our_steps: int):
+    """One training step, the book's and ours, each side its own model and Adam: the
+    median seconds of the steps after a warm-up step (compiling, creating Adam's slots)."""
+    from recsys_helpers import models
+
+    tf = book.tensorflow()
+
+    def warm_median(step, n):
+        step()
+        return timed(step, n)[0]
+
+    model, opt = make(), tf.keras.optimizers.Adam(book.LEARNING_RATE)
+    book_s = warm_median(lambda: book_step(model, opt), book_steps)
+    step = models.make_train_step(make(), tf.keras.optimizers.Adam(book.LEARNING_RATE))
+    ours_s = warm_median(lambda: float(step(*(tf.constant(a) for a in batches()))), our_steps)
+    print(f"{name}: book {book_s:.3f} s, ours {ours_s:.4f} s")
+    return Comparison(name, book_s, ours_s, f"median of {book_steps} (book) and {our_steps} "
+                      "(ours) steps after a warm-up step")
 
 
 def case_training(data, train, book_steps: int, our_steps: int, seed: int):
+    """One LFM and one BPR training step (:func:`compare_steps`)."""
     from recsys_helpers import models
 
-    tf = book.tensorflow()
-    harness.section(f"one training step, batch of {book.BATCH_SIZE:,}, K={book.K}")
-    rnd, rng = random.Random(seed), np.random.default_rng(seed)
-    raw_u, raw_i = data.user_ids[train.user].tolist(), data.item_ids[train.item].tolist()
-    pairs = list(zip(raw_u, raw_i, train.rating.tolist()))  # the book's structures
-    user_index = {uid: k for k, uid in enumerate(data.user_ids.tolist())}
-    item_index = {iid: k for k, iid in enumerate(data.item_ids.tolist())}
-    items_per_user = defaultdict(list)
-    for u, i in zip(raw_u, raw_i):
-        items_per_user[u].append(i)
-    mu, n, adam = interactions.training_mean(train), (data.n_users, data.n_items), \
-        lambda: tf.keras.optimizers.Adam(book.LEARNING_RATE)
-    how = f"median of {book_steps} (book) and {our_steps} (ours) steps after a warm-up step"
-    lfm = _compare_steps("LFM step", lambda: models.LatentFactorModel(
-        mu, *n, book.K, book.LAMBDA, seed=seed),
-        lambda m, o: book.book_step_lfm(m, o, pairs, user_index, item_index, rnd),
-        interactions.rating_batches(train, book.BATCH_SIZE, rng), adam, book_steps, our_steps)
-    bpr = _compare_steps("BPR step", lambda: models.BPRModel(*n, book.K, book.LAMBDA, seed=seed),
-                         lambda m, o: book.book_step_bpr(m, o, pairs, user_index, item_index,
-                                                         list(item_index), items_per_user, rnd),
-                         interactions.bpr_batches(train, book.BATCH_SIZE, rng), adam,
-                         book_steps, our_steps)
-    return [Comparison("LFM step", *lfm, how), Comparison("BPR step", *bpr, how)]
-
-
-def _compare_steps(name, make, book_step, batches, adam, book_steps: int, our_steps: int):
-    """(book, ours) median seconds of one step; each side its own model and Adam."""
-    from recsys_helpers import models
-
-    tf = book.tensorflow()
-    model, opt = make(), adam()
-    book_s = _median_step(name, lambda: book_step(model, opt), book_steps)
-    step = models.make_train_step(make(), adam())  # the notebooks' sampler and step
-    ours_s = _median_step(name, lambda: float(step(*(tf.constant(a) for a in batches()))),
-                          our_steps)
-    print(f"{name}: book {book_s:.3f} s, ours {ours_s:.4f} s")
-    return book_s, ours_s
+    section(f"one training step, batch of {book.BATCH_SIZE:,}, K={book.K}")
+    rnd, rng, b = random.Random(seed), np.random.default_rng(seed), book_structures(data, train)
+    n, mu = (data.n_users, data.n_items), interactions.training_mean(train)
+    lfm = compare_steps(
+        "LFM step", lambda: models.LatentFactorModel(mu, *n, book.K, book.LAMBDA, seed=seed),
+        lambda m, o: book.book_step_lfm(m, o, b.tuples, b.users, b.items, rnd),
+        interactions.rating_batches(train, book.BATCH_SIZE, rng), book_steps, our_steps)
+    return [lfm, compare_steps(
+        "BPR step", lambda: models.BPRModel(*n, book.K, book.LAMBDA, seed=seed),
+        lambda m, o: book.book_step_bpr(m, o, b.tuples, b.users, b.items, list(b.items),
+                                        b.per_user, rnd),
+        interactions.bpr_batches(train, book.BATCH_SIZE, rng), book_steps, our_steps)]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The options (``--quick``: fewer steps and AUC users); ``--workdir`` outside the repo."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=harness.TMP / "recsys-course-bench",
                    help="generated data and load caches, outside the repository")
@@ -183,14 +176,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run on the bundled sample (ratios not meaningful)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-lines", type=int, default=100_000,
-                   help="lines parsed by the book's loader (scaled to the file)")
-    p.add_argument("--lil-lines", type=int, default=None,
-                   help="interactions in the book's lil_matrix, scaled (default: all)")
-    p.add_argument("--auc-users", type=int, default=300,
-                   help="test users of the book's AUC loop (scaled)")
-    p.add_argument("--book-steps", type=int, default=5, help="timed steps, the book's way")
-    p.add_argument("--our-steps", type=int, default=20, help="timed steps, the course's way")
+    for flag, default, what in (
+            ("--eval-lines", 100_000, "lines parsed by the book's loader (scaled to the file)"),
+            ("--lil-lines", None, "interactions in the book's lil_matrix, scaled (default: all)"),
+            ("--auc-users", 300, "test users of the book's AUC loop (scaled)"),
+            ("--book-steps", 5, "timed steps, the book's way"),
+            ("--our-steps", 20, "timed steps, the course's way")):
+        p.add_argument(flag, type=int, default=default, help=what)
     args = p.parse_args(argv)
     args.workdir = harness.outside_repo(p, "--workdir", args.workdir)
     if args.quick:
@@ -200,6 +192,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Every comparison, the table, and the JSON (``--out``)."""
     args = parse_args(argv)
     started, env = time.perf_counter(), harness.machine()
     print(f"Python {env['python']}, {env['versions']}; "
@@ -214,15 +207,14 @@ def main(argv=None) -> int:
     print_table(rows)
     met, elapsed = sum(r.met for r in rows), time.perf_counter() - started
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
+        settings = ("eval_lines", "lil_lines", "auc_users", "book_steps", "our_steps")
+        harness.write(args.out, {
             "quick": args.quick, "environment": env,
             "data": {"path": str(path), "records": len(df), "users": data.n_users,
                      "items": data.n_items, "seed": args.seed},
-            "settings": {k: getattr(args, k) for k in
-                         ("eval_lines", "lil_lines", "auc_users", "book_steps", "our_steps")},
-            "comparisons": [r.as_dict() for r in rows], "targets_met": met,
-            "targets_total": len(rows), "elapsed_seconds": elapsed}, indent=2) + "\n")
+            "settings": {k: getattr(args, k) for k in settings},
+            "comparisons": [asdict(r) for r in rows], "targets_met": met,
+            "targets_total": len(rows), "elapsed_seconds": elapsed})
     if args.quick:
         print("\n(quick run on the small bundled sample: the ratios are not meaningful)")
     print(f"\n{met} of {len(rows)} targets met ({elapsed / 60:.1f} min)")

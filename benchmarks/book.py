@@ -3,14 +3,14 @@
 Kept as close to the book as today's libraries allow: ``random.sample`` gets sorted lists
 (it no longer accepts a set) and the models are the course's ``tf.Module`` models (a
 Keras 3 ``tf.keras.Model`` does not track raw ``tf.Variable`` attributes).  The
-per-notebook pipelines (``book_01`` ... ``book_5_4``, :data:`BOOK_PIPELINES`) do what each
-notebook does, the book's way, on the same file.  Each timed part runs inside
-``stage(name, done, total, kind)`` (see :class:`benchmarks.harness.Stages`); a part
-timed on a subset is scaled linearly by the harness.
+per-notebook pipelines (:data:`BOOK_PIPELINES`) do what each notebook does, the book's
+way, on the same file; each timed part runs inside ``stage(name, done, total, kind)``
+(:class:`benchmarks.harness.Stages`), which scales a part timed on a subset linearly.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import itertools
 import random
@@ -35,21 +35,16 @@ COMICS_REVIEWS = get_dataset("comics_reviews").filename
 
 
 def tensorflow():
-    """TensorFlow, imported on first use: the pipelines of the Surprise and implicit
-    notebooks train no TensorFlow model, and importing it would add about half a
-    gigabyte to the peak memory they measure."""
+    """TensorFlow, imported on first use: the Surprise and implicit pipelines train no
+    TensorFlow model, and importing it would add about 0.5 GB to the memory they measure."""
     from recsys_helpers import models  # imports TensorFlow, its probes silenced
 
     return models.tf
 
 
 def book_load(path: Path, n_lines: int | None) -> list[dict]:
-    """The book's loader on the first ``n_lines`` lines of ``path`` (all of them when
-    ``n_lines`` is None).
-
-    Each line is parsed by the ``eval`` builtin, its review text deleted, and the
-    record appended to a list of dicts -- exactly the book's ``parseData``.
-    """
+    """The book's ``parseData`` on the first ``n_lines`` lines of ``path`` (None: all):
+    ``eval`` of each line, its review text deleted, appended to a list of dicts."""
     data = []
     with gzip.open(path) as fh:
         lines = itertools.islice(fh, n_lines)
@@ -64,11 +59,8 @@ def book_load(path: Path, n_lines: int | None) -> list[dict]:
 
 def book_csr(users, items, n_users: int, n_items: int) -> sp.csr_matrix:
     """The book's sparse matrix: an items x users ``lil_matrix`` filled one interaction at
-    a time, then the CSR matrix of its transpose (users x items).
-
-    ``users`` and ``items`` are lists of indices, or iterables (generators that look the
-    indices up one interaction at a time, as the book's loop does).
-    """
+    a time, then the CSR matrix of its transpose (users x items).  ``users`` and ``items``
+    are lists of indices or iterables (looking the indices up one at a time, as the book)."""
     Xiu = sp.lil_matrix((n_items, n_users))
     total = len(users) if hasattr(users, "__len__") else None
     for u, i in tqdm(zip(users, items), total=total, desc="book: lil_matrix", leave=False):
@@ -77,25 +69,21 @@ def book_csr(users, items, n_users: int, n_items: int) -> sp.csr_matrix:
 
 
 def book_predict(model, u: int, i: int):
-    """The book's ``BPRbatch.predict``: the score of one (user, item) pair, eagerly (a
-    scalar tensor; ``model`` is a ``models.BPRModel``)."""
+    """The book's ``BPRbatch.predict``: one (user, item) pair's score, eagerly."""
     tf = tensorflow()
     return model.beta_i[i] + tf.tensordot(model.gamma_u[u], model.gamma_i[i], 1)
 
 
 def book_auc(model, users, test_per_user, item_list, user_index, item_index, rnd,
              N: int = 10) -> float:
-    """The book's ``AUC()``: the mean over ``users`` of ``AUCu(u, N)``.
+    """The book's ``AUC()``: the mean over ``users`` of ``AUCu(u, N)``, the fraction of
+    (positive, negative) pairs, ``min(N, test items of u)`` of each, where the user's
+    held-out item scores higher than a test item the user did not interact with, each
+    score one ``predict`` call.
 
-    For each user, ``N = min(N, number of the user's test items)`` positives are drawn
-    from the user's test items and ``N`` negatives from the test items the user did not
-    interact with in the test set; the user's AUC is the fraction of (positive,
-    negative) pairs where the positive scores higher, each score one ``predict`` call.
-
-    Two changes are needed on today's Python.  ``random.sample`` no longer accepts a
-    set, so it gets sorted lists (sorted, so that the seed fixes the draw); and the
-    book's ``sorted(itemSet - test items of u)`` is written as a filter of the sorted
-    ``item_list`` (made once), so that the baseline is not charged a sort per user.
+    On today's Python ``random.sample`` gets sorted lists (it no longer accepts a set),
+    and the book's ``sorted(itemSet - test items of u)`` filters the sorted ``item_list``
+    (made once), so that the baseline is not charged a sort per user.
     """
     aucs = []
     for u in tqdm(users, desc="book: AUCu per user", leave=False):
@@ -167,8 +155,8 @@ def book_mse(predictions, labels) -> float:
 
 
 def book_predict_rating(model, u: int, i: int):
-    """The book's ``LatentFactorModel.predict``: one (user, item) pair, eagerly.  For a
-    model without latent factors (K = 0) it is ``LatentFactorModelBiasOnly.predict``."""
+    """The book's ``LatentFactorModel.predict`` of one pair, eagerly (for K = 0, that of
+    ``LatentFactorModelBiasOnly``)."""
     tf = tensorflow()
     p = model.alpha + model.beta_u[u] + model.beta_i[i]
     if model.gamma_u.shape[1]:
@@ -177,11 +165,9 @@ def book_predict_rating(model, u: int, i: int):
 
 
 def book_comics(data_dir: Path, rnd: random.Random, stage) -> SimpleNamespace:
-    """The book's reading of the comics file and its data structures (In [22]-[27]).
-
-    Every line is parsed by ``eval``; the (user, item, rating) tuples are kept with the
-    ID dictionaries, shuffled, split 90/10, and the training items listed per user.
-    """
+    """The book's reading of the comics file and its data structures (In [22]-[27]): each
+    line parsed by ``eval``, (user, item, rating) tuples and ID dicts, shuffled, split
+    90/10, the training items listed per user."""
     with stage("parse: eval per line, (user, item, rating) tuples, ID dicts"):
         user_index, item_index, interactions = {}, {}, []
         with gzip.open(data_dir / COMICS_REVIEWS, "r") as g:
@@ -208,62 +194,55 @@ def book_comics(data_dir: Path, rnd: random.Random, stage) -> SimpleNamespace:
                            n_items=len(item_index))
 
 
-def book_training(stage, name: str, step, opts) -> None:
-    """Run the book's training ``step`` for the notebook's number of steps (or time
-    ``--book-steps`` of them and scale)."""
+def book_training(stage, name: str, model, step, opts):
+    """``model`` trained the book's way: a fresh Adam(0.1), ``step(model, optimizer, rnd)``
+    the notebook's number of times, eagerly (``--book-steps``: fewer, scaled)."""
+    optimizer = tensorflow().keras.optimizers.Adam(LEARNING_RATE)
+    rnd = random.Random(opts.seed)
     n = min(opts.book_steps or NOTEBOOK_STEPS, NOTEBOOK_STEPS)
     with stage(name, done=n, total=NOTEBOOK_STEPS, kind="training steps of each model"):
         for _ in tqdm(range(n), desc=name, mininterval=10):
-            step()
+            step(model, optimizer, rnd)
+    return model
 
 
 def train_lfm(stage, data, train, K: int, lamb: float, opts, what: str):
-    """A latent factor model (``K = 0``: biases only) trained the book's way on
-    ``train``: its ``trainingStep``, a fresh Adam(0.1), eager calls."""
-    tf = tensorflow()
+    """A latent factor model (``K = 0``: biases only) trained on ``train`` by the book's
+    ``trainingStep``."""
     from recsys_helpers import models
 
     mu = sum(r for _, _, r in train) / len(train)
     model = models.LatentFactorModel(mu, data.n_users, data.n_items, K, lamb, seed=opts.seed)
-    optimizer = tf.keras.optimizers.Adam(LEARNING_RATE)
-    rnd = random.Random(opts.seed)
-    book_training(stage, f"{what}: training steps (K={K}, lambda={lamb:g})",
-                  lambda: book_step_lfm(model, optimizer, train, data.user_index,
-                                              data.item_index, rnd), opts)
-    return model
+    return book_training(stage, f"{what}: training steps (K={K}, lambda={lamb:g})", model,
+                         lambda m, o, rnd: book_step_lfm(m, o, train, data.user_index,
+                                                         data.item_index, rnd), opts)
 
 
-def per_pair_mse(stage, data, model, pairs, opts, what: str) -> float:
-    """The book's test MSE: one eager ``predict`` per (user, item) pair (In [50]-[52]),
-    timed on the first ``--book-pairs`` pairs (the list is shuffled) and scaled."""
+def per_pair_mse(stage, data, model, pairs, opts, name: str, evaluate=book_mse):
+    """The book's test MSE (In [50]-[52]; ``evaluate`` of predictions and labels): one
+    eager ``predict`` per pair, timed on the first ``--book-pairs`` (shuffled) and scaled."""
     part = pairs[:opts.book_pairs]
-    with stage(f"{what}: one predict call per pair", done=len(part), total=len(pairs),
-               kind="per-pair predictions"):
+    with stage(name, done=len(part), total=len(pairs), kind="per-pair predictions"):
         predictions = [book_predict_rating(model, data.user_index[u], data.item_index[i]).numpy()
                        for u, i, _ in part]
-        return book_mse(predictions, [r for _, _, r in part])
+        return evaluate(predictions, [r for _, _, r in part])
 
 
 def train_bpr(stage, data, K: int, opts):
-    """A BPR model trained the book's way on the training interactions: its
-    ``trainingStepBPR`` (a rejection loop draws each negative item), eager calls."""
-    tf = tensorflow()
+    """A BPR model trained on the training split by the book's ``trainingStepBPR`` (a
+    rejection loop draws each negative item)."""
     from recsys_helpers import models
 
     model = models.BPRModel(data.n_users, data.n_items, K, LAMBDA, seed=opts.seed)
-    optimizer = tf.keras.optimizers.Adam(LEARNING_RATE)
-    rnd = random.Random(opts.seed)
-    book_training(stage, f"BPR training steps (K={K})",
-                  lambda: book_step_bpr(model, optimizer, data.train, data.user_index,
-                                              data.item_index, data.items, data.items_per_user,
-                                              rnd), opts)
-    return model
+    return book_training(stage, f"BPR training steps (K={K})", model,
+                         lambda m, o, rnd: book_step_bpr(m, o, data.train, data.user_index,
+                                                         data.item_index, data.items,
+                                                         data.items_per_user, rnd), opts)
 
 
 def per_pair_auc(stage, data, model, opts) -> float:
-    """The book's ``AUC()`` (exercise 5.4): for every test user, up to 10 held-out items
-    against as many other test items, two eager ``predict`` calls per pair.  Timed on
-    ``--auc-users`` random test users and scaled to all of them."""
+    """The book's ``AUC()`` (exercise 5.4) over the test users, timed on ``--auc-users``
+    random ones and scaled."""
     with stage("AUC: test items per user, item set"):
         test_per_user, item_set = defaultdict(set), set()
         for u, i, _ in data.test:
@@ -276,7 +255,7 @@ def per_pair_auc(stage, data, model, opts) -> float:
     with stage("AUC: two predict calls per sampled pair", done=len(subset), total=len(users),
                kind="AUC test users"):
         return book_auc(model, subset, test_per_user, item_list, data.user_index,
-                              data.item_index, rnd)
+                        data.item_index, rnd)
 
 
 def book_01(data_dir: Path, opts, stage) -> dict:
@@ -302,10 +281,9 @@ def book_01(data_dir: Path, opts, stage) -> dict:
 
 
 def book_02(data_dir: Path, opts, stage) -> dict:
-    """02: the whole fantasy reviews file parsed with ``eval`` into a list of dicts
-    (review text deleted), ID dicts, the ``lil_matrix`` loop, implicit's BPR (factors=5,
-    its default threads).  The book's notebook also imports TensorFlow; this process
-    does not, which only lowers the book's memory."""
+    """02: the fantasy reviews parsed with ``eval`` into a list of dicts, ID dicts, the
+    ``lil_matrix`` loop, implicit's BPR (factors=5).  The book's notebook also imports
+    TensorFlow; this process does not, which only lowers the book's memory."""
     from implicit.bpr import BayesianPersonalizedRanking
 
     with stage("parse: eval per line, review_text deleted, list of dicts"):
@@ -323,8 +301,7 @@ def book_02(data_dir: Path, opts, stage) -> dict:
     with stage("lil_matrix loop, CSR of the transpose"):
         # The book's loop looks both indices up per interaction: generators do the same.
         Xui = book_csr((user_ids[d["user_id"]] for d in data),
-                             (item_ids[d["book_id"]] for d in data),
-                             len(user_ids), len(item_ids))
+                       (item_ids[d["book_id"]] for d in data), len(user_ids), len(item_ids))
     with stage("BayesianPersonalizedRanking(factors=5).fit"):
         # implicit >= 0.5 takes users x items (the book, on 0.4, passed the transpose).
         model = BayesianPersonalizedRanking(factors=5, random_state=opts.seed)
@@ -338,10 +315,8 @@ def book_02(data_dir: Path, opts, stage) -> dict:
 
 
 def book_03(data_dir: Path, opts, stage) -> dict:
-    """03: the comics file read the book's way, the LFM (K=5) trained 100 steps, one
-    prediction (the book's notebook computes no test MSE here)."""
-    rnd = random.Random(opts.seed)
-    data = book_comics(data_dir, rnd, stage)
+    """03: the comics file read the book's way, the LFM (K=5) trained, one prediction."""
+    data = book_comics(data_dir, random.Random(opts.seed), stage)
     model = train_lfm(stage, data, data.train, K, LAMBDA, opts, "LFM")
     with stage("one prediction"):
         u, i, _ = data.test[0]
@@ -349,49 +324,46 @@ def book_03(data_dir: Path, opts, stage) -> dict:
     return {"n_interactions": len(data.train) + len(data.test), "prediction": p}
 
 
-def book_04(data_dir: Path, opts, stage) -> dict:
-    """04: the comics file read the book's way, BPR (K=5) trained 100 steps on the
+def book_04(data_dir: Path, opts, stage, k: int = K) -> dict:
+    """04 (5.4: ``k=10``): the comics file read the book's way, BPR trained on the
     training split, then the book's per-pair AUC."""
     data = book_comics(data_dir, random.Random(opts.seed), stage)
-    model = train_bpr(stage, data, K, opts)
+    model = train_bpr(stage, data, k, opts)
     return {"auc_sampled_subset": per_pair_auc(stage, data, model, opts)}
 
 
 def book_5_1(data_dir: Path, opts, stage) -> dict:
-    """5.1: always-the-mean, and bias-only models with the book's per-pair test MSE.  Two
-    models are trained, as in the solution notebook (its answer and, in its hidden
-    tests, a reference)."""
+    """5.1: always-the-mean, and two bias-only models (the solution's answer and its
+    hidden tests' reference) with the book's per-pair test MSE."""
     data = book_comics(data_dir, random.Random(opts.seed), stage)
     with stage("always-the-mean MSE"):
         mse_mean = book_mse([data.mu for _ in data.test], [r for _, _, r in data.test])
     figures = {"mse_always_mean": mse_mean}
     for what in ("bias-only", "reference bias-only"):
         model = train_lfm(stage, data, data.train, 0, LAMBDA, opts, what)
-        figures[f"mse {what} (subset)"] = per_pair_mse(stage, data, model, data.test, opts, what)
+        figures[f"mse {what} (subset)"] = per_pair_mse(
+            stage, data, model, data.test, opts, f"{what}: one predict call per pair")
     return figures
 
 
 def book_5_2(data_dir: Path, opts, stage) -> dict:
-    """5.2: as the solution notebook, the book's way: a bias-only model, K=10 models for
-    four values of lambda on a fit/validation split, the chosen one on the whole training
-    split, and (hidden tests) the chosen one again on the fit split: seven models, each
-    evaluated by per-pair predictions."""
+    """5.2, seven models as the solution: bias-only, K=10 for four lambdas on a
+    fit/validation split, the chosen one on the training split and (hidden tests) again
+    on the fit split, each evaluated by per-pair predictions."""
     data = book_comics(data_dir, random.Random(opts.seed), stage)
     n_fit = int(len(data.train) * 0.9)
     fit_part, validation = data.train[:n_fit], data.train[n_fit:]
-    figures = {}
-    model = train_lfm(stage, data, data.train, 0, 1e-5, opts, "bias-only")
-    figures["mse_bias_only (subset)"] = per_pair_mse(stage, data, model, data.test, opts,
-                                                     "bias-only")
-    validation_mse = {}
-    for lamb in (1e-5, 1e-4, 3e-4, 1e-3):  # the notebook's LAMBDAS
-        model = train_lfm(stage, data, fit_part, 10, lamb, opts, "candidate")
-        validation_mse[lamb] = per_pair_mse(stage, data, model, validation, opts, "candidate")
+
+    def mse(train, K, lamb, pairs, what):
+        model = train_lfm(stage, data, train, K, lamb, opts, what)
+        return per_pair_mse(stage, data, model, pairs, opts, f"{what}: one predict call per pair")
+
+    figures = {"mse_bias_only (subset)": mse(data.train, 0, 1e-5, data.test, "bias-only")}
+    validation_mse = {lamb: mse(fit_part, 10, lamb, validation, "candidate")
+                      for lamb in (1e-5, 1e-4, 3e-4, 1e-3)}  # the notebook's LAMBDAS
     best = min(validation_mse, key=validation_mse.get)
-    model = train_lfm(stage, data, data.train, 10, best, opts, "chosen")
-    figures["test_mse (subset)"] = per_pair_mse(stage, data, model, data.test, opts, "chosen")
-    model = train_lfm(stage, data, fit_part, 10, best, opts, "hidden test")
-    per_pair_mse(stage, data, model, validation, opts, "hidden test")
+    figures["test_mse (subset)"] = mse(data.train, 10, best, data.test, "chosen")
+    mse(fit_part, 10, best, validation, "hidden test")
     return figures | {"best_lambda": best}
 
 
@@ -399,22 +371,15 @@ def book_5_3(data_dir: Path, opts, stage) -> dict:
     """5.3: a K=10 model, per-pair predictions, ``int(p + 0.5)`` rounding, both MSEs."""
     data = book_comics(data_dir, random.Random(opts.seed), stage)
     model = train_lfm(stage, data, data.train, 10, 1e-4, opts, "LFM")
-    part = data.test[:opts.book_pairs]
-    with stage("one predict call per pair, rounding, two MSEs", done=len(part),
-               total=len(data.test), kind="per-pair predictions"):
-        predictions = [book_predict_rating(model, data.user_index[u], data.item_index[i]).numpy()
-                       for u, i, _ in part]
-        labels = [r for _, _, r in part]
+
+    def both(predictions, labels):
         rounded = [int(p + 0.5) for p in predictions]
-        mse_raw, mse_rounded = book_mse(predictions, labels), book_mse(rounded, labels)
+        return book_mse(predictions, labels), book_mse(rounded, labels)
+
+    mse_raw, mse_rounded = per_pair_mse(stage, data, model, data.test, opts,
+                                        "one predict call per pair, rounding, two MSEs", both)
     return {"mse_raw (subset)": mse_raw, "mse_rounded (subset)": mse_rounded}
 
-
-def book_5_4(data_dir: Path, opts, stage) -> dict:
-    """5.4: BPR with K=10 on the training split, then the book's per-pair AUC."""
-    data = book_comics(data_dir, random.Random(opts.seed), stage)
-    model = train_bpr(stage, data, 10, opts)
-    return {"auc_sampled_subset": per_pair_auc(stage, data, model, opts)}
 
 #: The book's pipeline for each notebook of the course, by notebook stem.
 BOOK_PIPELINES = {
@@ -425,5 +390,5 @@ BOOK_PIPELINES = {
     "exercise_5_1": book_5_1,
     "exercise_5_2": book_5_2,
     "exercise_5_3": book_5_3,
-    "exercise_5_4": book_5_4,
+    "exercise_5_4": functools.partial(book_04, k=10),
 }

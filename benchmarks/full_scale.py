@@ -1,20 +1,11 @@
 """Full-scale benchmark: every notebook of the course on full-size files against the book.
 
-Per notebook (chapters 01-04, solutions 5.1-5.4), on full-size synthetic files:
-
-* **ours**: the notebook executed by ``python -m recsys_helpers run --data full``, whose
-  ``timing.json`` gives each notebook's wall time and its kernel's peak memory, and whose
-  ``failures.json`` says what failed.  The course runs twice: a *first run* after the load
-  caches are cleared (it parses the files), then a *cached run*.
-* **book**: the book's approach to the same pipeline (:data:`benchmarks.book.BOOK_PIPELINES`)
-  in a process of its own, whose exact peak memory ``wait4`` reports.
-
-It reports seconds, peak memory and the ratios book / ours, times one uncached parse of
-the fantasy reviews and later loads from the caches, and checks the targets of
-:data:`benchmarks.report.TARGETS`.  Parts of the book's code that would take hours are
-timed on a subset and scaled linearly (``--book-pairs``, ``--auc-users``,
-``--book-steps``); memory is never scaled.  About half an hour on two cores, plus the
-files' generation (about 1.3 GB, into ``--data-dir``, outside the repository):
+Per notebook: *ours*, run by ``python -m recsys_helpers run --data full`` (its
+``timing.json`` and ``failures.json``), first with the load caches cleared, then cached;
+*book*, the book's approach (:data:`benchmarks.book.BOOK_PIPELINES`) in a process of its
+own.  Seconds, peak memory, the ratios book / ours, an uncached parse, the cached loads
+and the targets.  About half an hour, plus generating the files (1.3 GB, in
+``--data-dir``, outside the repository); see benchmarks/README.md.
 
     python benchmarks/full_scale.py --data-dir DIR --out full_scale.json --markdown full_scale.md
 """
@@ -36,12 +27,10 @@ from benchmarks import book, harness, report  # noqa: E402
 from benchmarks.harness import REPO, phase, run_measured, section, tail  # noqa: E402
 from recsys_helpers import cache, datasets  # noqa: E402
 
-REVIEW_FILES = (book.FANTASY_REVIEWS, book.COMICS_REVIEWS)
 #: The field sets the notebooks load from the reviews files, i.e. the caches they use.
 CACHED_LOADS = [(book.FANTASY_REVIEWS, ("user_id", "book_id")),
                 (book.COMICS_REVIEWS, ("user_id", "book_id", "rating")),
                 (book.COMICS_REVIEWS, ("user_id", "book_id"))]
-PARSE_FIELDS = ("user_id", "book_id")  # notebook 02's fields, for the uncached parse
 # One load_reviews call in a fresh interpreter, so that nothing is already in memory.
 LOAD_SNIPPET = """\
 import json, sys, time
@@ -69,15 +58,12 @@ def prepare_data(data_dir: Path, seed: int) -> dict:
 def time_load(path: Path, fields, use_cache: bool, work: Path) -> dict:
     """One ``load_reviews`` call in a fresh process: the call's seconds, the process's
     seconds (interpreter and imports included) and its peak memory."""
-    result = work / "load-result.json"
-    result.unlink(missing_ok=True)
     run = run_measured([sys.executable, "-c", LOAD_SNIPPET, str(path), ",".join(fields),
-                        "1" if use_cache else "0", str(result)], work / "load.log")
+                        "1" if use_cache else "0", str(work / "load-result.json")],
+                       work / "load.log", work / "load-result.json")
     if run.returncode != 0:
         raise RuntimeError(f"load_reviews failed:\n{tail(work / 'load.log')}")
-    out = json.loads(result.read_text())
-    return {"file": path.name, "fields": list(fields), "cache": use_cache,
-            "seconds": out["seconds"], "records": out["records"],
+    return {"file": path.name, "fields": list(fields), "cache": use_cache, **run.result,
             "process_seconds": run.seconds, "peak_rss_bytes": run.peak_rss_bytes}
 
 
@@ -93,10 +79,13 @@ def time_cached_loads(data_dir: Path, work: Path, repeat: int = 3) -> list[dict]
 
 
 def run_notebooks(label: str, data_dir: Path, run_dir: Path) -> dict:
-    """The course executed by its runner: its timing, results and failures (the runner's
-    JSON files), its wall time and the exact peak of its largest process (``wait4``)."""
+    """The course run by its runner (the ``first`` run after clearing the load caches):
+    its JSON files, its wall time and the exact peak of its largest process."""
     from recsys_helpers.runner import Failure
 
+    if label == "first":
+        for name in (book.FANTASY_REVIEWS, book.COMICS_REVIEWS):
+            cache.clear(data_dir / name)
     out, log = run_dir / label, run_dir / f"{label}.log"
     shutil.rmtree(out, ignore_errors=True)
     print(f"  running the course ({label}); log: {log}", flush=True)
@@ -104,9 +93,9 @@ def run_notebooks(label: str, data_dir: Path, run_dir: Path) -> dict:
                         "--data-dir", str(data_dir), "--out", str(out)], log)
     if not (out / "timing.json").is_file():
         raise RuntimeError(f"the course run wrote no {out / 'timing.json'}:\n{tail(log)}")
-    failures = json.loads((out / "failures.json").read_text())
-    return {"timing": json.loads((out / "timing.json").read_text()),
-            "results": json.loads((out / "results.json").read_text()),
+    timing, results, failures = (json.loads((out / f"{n}.json").read_text())
+                                 for n in ("timing", "results", "failures"))
+    return {"timing": timing, "results": results,
             "failures": [str(Failure(**f)) for f in failures], "returncode": run.returncode,
             "wall_seconds": run.seconds, "max_rss_any_process_bytes": run.peak_rss_bytes,
             "output": str(out)}
@@ -116,27 +105,23 @@ def run_book(stem: str, opts) -> dict:
     """The book's pipeline for ``stem`` in a worker process: its wall time (interpreter
     and imports included, as a kernel's start is in ours) with the stages timed on a
     subset scaled, and its peak memory (never scaled)."""
-    work = opts.run_dir / "book"
-    result, log = work / f"{stem}.stages.json", work / f"{stem}.log"
-    result.unlink(missing_ok=True)
+    result, log = (opts.run_dir / "book" / f"{stem}.{ext}" for ext in ("stages.json", "log"))
     print(f"  book's approach for {stem}; log: {log}", flush=True)
-    cmd = [sys.executable, "-m", "benchmarks.full_scale", "--worker", stem, "--result",
-           str(result), "--data-dir", str(opts.data_dir), "--run-dir", str(opts.run_dir),
-           "--seed", str(opts.seed), "--book-pairs", str(opts.book_pairs),
-           "--auc-users", str(opts.auc_users)]
-    cmd += ["--book-steps", str(opts.book_steps)] if opts.book_steps else []
-    run = run_measured(cmd, log)
-    if run.returncode != 0 or not result.is_file():
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in vars(opts).items() if v is not None
+               and k in ("data_dir", "run_dir", "seed", "book_pairs", "auc_users", "book_steps")]
+    run = run_measured([sys.executable, "-m", "benchmarks.full_scale", "--worker", stem,
+                        "--result", str(result), *options], log, result)
+    if run.returncode != 0 or not run.result:
         return {"error": f"exit status {run.returncode}:\n{tail(log)}", "log": str(log)}
-    out = json.loads(result.read_text())
-    return {"seconds": run.seconds + sum(s["seconds"] - s["measured_seconds"]
-                                         for s in out["stages"]),
+    stages = run.result["stages"]
+    return {"seconds": run.seconds + sum(s["seconds"] - s["measured_seconds"] for s in stages),
             "measured_seconds": run.seconds, "peak_rss_bytes": run.peak_rss_bytes,
-            "scaled": any(s["scaled"] for s in out["stages"]), "stages": out["stages"],
-            "figures": out["figures"], "log": str(log)}
+            "scaled": any(s["scaled"] for s in stages), "stages": stages,
+            "figures": run.result["figures"], "log": str(log)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The options; the data and run folders outside the repository."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, required=True,
                    help="folder of the full-size files (missing ones are generated)")
@@ -164,40 +149,35 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def measure(args) -> tuple[dict, dict]:
     """Every phase of the benchmark (each kept in --run-dir); (measurements, loads)."""
-    loads, run_dir, reuse = {}, args.run_dir, args.reuse
+    loads, run_dir, data_dir = {}, args.run_dir, args.data_dir
     section("data")
-    m = {"sizes": prepare_data(args.data_dir, args.seed)}
-    section("one uncached parse of the full fantasy reviews file")
-    m["parse"] = phase(run_dir, "parse", reuse, lambda: time_load(
-        args.data_dir / book.FANTASY_REVIEWS, PARSE_FIELDS, False, run_dir), loads)
-    section("the course, first run (the load caches cleared first)")
-
-    def first_run():
-        for name in REVIEW_FILES:
-            cache.clear(args.data_dir / name)
-        return run_notebooks("first", args.data_dir, run_dir)
-
-    m["first"] = phase(run_dir, "first", reuse, first_run, loads)
-    section("later loads from the caches")
-    m["cached_loads"] = phase(run_dir, "cached_loads", reuse,
-                              lambda: time_cached_loads(args.data_dir, run_dir), loads)
-    section("the course, cached run")
-    m["cached"] = phase(run_dir, "cached", reuse,
-                        lambda: run_notebooks("cached", args.data_dir, run_dir), loads)
+    m = {"sizes": prepare_data(data_dir, args.seed)}
+    for name, title, compute in (
+            ("parse", "one uncached parse of the full fantasy reviews file",
+             lambda: time_load(data_dir / book.FANTASY_REVIEWS, ("user_id", "book_id"), False,
+                               run_dir)),  # notebook 02's fields
+            ("first", "the course, first run (the load caches cleared first)",
+             lambda: run_notebooks("first", data_dir, run_dir)),
+            ("cached_loads", "later loads from the caches",
+             lambda: time_cached_loads(data_dir, run_dir)),
+            ("cached", "the course, cached run",
+             lambda: run_notebooks("cached", data_dir, run_dir))):
+        section(title)
+        m[name] = phase(run_dir, name, args.reuse, compute, loads)
     section("the book's approach, one process per notebook")
-    m["book"] = {stem: phase(run_dir, f"book/{stem}", reuse,
+    m["book"] = {stem: phase(run_dir, f"book/{stem}", args.reuse,
                              lambda stem=stem: run_book(stem, args), loads)
                  for stem in book.BOOK_PIPELINES}
     return m, loads
 
 
 def main(argv=None) -> int:
+    """The benchmark and its report (``--worker``: one book pipeline, in this process)."""
     args = parse_args(argv)
-    if args.worker:  # one book pipeline, in this process
-        stage = harness.Stages()
-        figures = book.BOOK_PIPELINES[args.worker](args.data_dir, args, stage)
-        args.result.write_text(json.dumps({"stages": stage.rows, "figures": figures},
-                                          indent=2, default=float) + "\n")
+    if args.worker:
+        stages = harness.Stages()
+        figures = book.BOOK_PIPELINES[args.worker](args.data_dir, args, stages)
+        harness.write(args.result, {"stages": stages, "figures": figures})
         return 0
     started = time.perf_counter()
     args.run_dir.mkdir(parents=True, exist_ok=True)
@@ -205,11 +185,9 @@ def main(argv=None) -> int:
     full = report.full_report(m, harness.machine(loads), args, time.perf_counter() - started)
     text = report.markdown(full)
     print("\n" + text)
-    for path, content in ((args.out, json.dumps(full, indent=2) + "\n"),
-                          (args.markdown, text)):
+    for path, content in ((args.out, full), (args.markdown, text)):
         if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
+            harness.write(path, content)
             print(f"written to {path}")
     print(f"\n{sum(t['status'] == 'PASS' for t in full['targets'])} of {len(report.TARGETS)} "
           f"targets met ({full['elapsed_seconds'] / 60:.0f} min)")
