@@ -41,11 +41,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import timed  # noqa: E402
 
 TSV = "goodreads_fantasy.tsv"
 BATCH_SIZE = 50_000
@@ -99,21 +102,20 @@ def worker_tensorflow(folder: Path, epochs: int) -> dict:
     from recsys_helpers.interactions import Interactions, rating_batches, train_test_split
     from recsys_helpers.models import LatentFactorModel, fit, make_train_step
 
-    t = time.perf_counter()
-    df = load("fantasy_tsv", data="full", data_dir=folder, verbose=False)
-    data = Interactions.from_frame(df, user="user", item="item")
-    del df
-    train, test = train_test_split(data, test_size=0.1, seed=SEED)
-    load_seconds = time.perf_counter() - t
+    def read():
+        df = load("fantasy_tsv", data="full", data_dir=folder, verbose=False)
+        data = Interactions.from_frame(df, user="user", item="item")
+        del df
+        return data, *train_test_split(data, test_size=0.1, seed=SEED)
+
+    load_seconds, (data, train, test) = timed(read)
     mu = float(train.rating.mean())
     model = LatentFactorModel(mu, data.n_users, data.n_items, RANK, 1e-5, seed=SEED)
     step = make_train_step(model, tf.keras.optimizers.Adam(0.1))
     steps = epochs * int(np.ceil(len(train) / BATCH_SIZE))
     batches = rating_batches(train, BATCH_SIZE, SEED)
     fit(step, batches, 1, progress=False)  # compile the step (XLA) outside the timing
-    t = time.perf_counter()
-    fit(step, batches, steps, progress=False)
-    seconds = time.perf_counter() - t
+    seconds, _ = timed(lambda: fit(step, batches, steps, progress=False))
     test_mse = float(np.mean((model.predict(test.user, test.item).numpy() - test.rating) ** 2))
     return {"train_interactions": len(train), "users": data.n_users, "items": data.n_items,
             "load_seconds": load_seconds, "train_seconds": seconds, "steps": steps,
@@ -127,9 +129,8 @@ def worker_spark(folder: Path, epochs: int, memory: str) -> dict:
 
     spark = spark_session(app_name="spark-scaling", master="local[*]", memory=memory,
                           verbose=False)
-    t = time.perf_counter()
-    path = to_parquet("fantasy_tsv", data="full", data_dir=folder, verbose=False)
-    convert_seconds = time.perf_counter() - t
+    convert_seconds, path = timed(lambda: to_parquet("fantasy_tsv", data="full",
+                                                     data_dir=folder, verbose=False))
     frame = read_parquet(spark, path)
     train, test = frame.randomSplit([0.9, 0.1], seed=SEED)
     train = train.cache()
@@ -138,10 +139,13 @@ def worker_spark(folder: Path, epochs: int, memory: str) -> dict:
     als = ALS(rank=RANK, regParam=0.1, maxIter=epochs, seed=SEED, numUserBlocks=blocks,
               numItemBlocks=blocks, userCol="user", itemCol="item", ratingCol="rating",
               coldStartStrategy="drop")
-    t = time.perf_counter()
-    model = als.fit(train)
-    model.userFactors.count()
-    seconds = time.perf_counter() - t
+
+    def fit():
+        model = als.fit(train)
+        model.userFactors.count()
+        return model
+
+    seconds, model = timed(fit)
     scored = model.transform(test)
     test_mse = scored.selectExpr("avg(pow(prediction - rating, 2))").first()[0]
     java_peak = _vm_hwm(spark.sparkContext._gateway.proc.pid)
@@ -154,17 +158,15 @@ def worker_spark(folder: Path, epochs: int, memory: str) -> dict:
 
 def measure(engine: str, folder: Path, args) -> dict:
     """Run one measurement in a fresh process (niced: the machine is shared)."""
-    cmd = ["nice", "-n", "10", sys.executable, __file__, "--worker", engine,
-           "--data", str(folder), "--epochs", str(args.epochs),
-           "--spark-memory", args.spark_memory]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1:] or ["failed"],
-                "wall_seconds": time.perf_counter() - t}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_seconds"] = time.perf_counter() - t
-    return result
+    result, log = folder / f"{engine}.result.json", folder / f"{engine}.log"
+    run = harness.run_measured(["nice", "-n", "10", sys.executable, "-m",
+                                "benchmarks.spark_scaling", "--worker", engine, "--data",
+                                str(folder), "--epochs", str(args.epochs), "--spark-memory",
+                                args.spark_memory, "--result", str(result)], log, result)
+    if run.returncode != 0 or run.result is None:
+        return {"error": harness.tail(log, 1).splitlines() or ["failed"],
+                "wall_seconds": run.seconds}
+    return run.result | {"wall_seconds": run.seconds}
 
 
 # --------------------------------------------------------------------------- the report
@@ -261,39 +263,31 @@ def main(argv=None) -> int:
     p.add_argument("--plot", type=Path)
     p.add_argument("--worker", choices=["tensorflow", "spark"], help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-
     if args.worker:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        result = (worker_tensorflow(args.data, args.epochs) if args.worker == "tensorflow"
-                  else worker_spark(args.data, args.epochs, args.spark_memory))
-        print(json.dumps(result))
+        harness.write(args.result, worker_tensorflow(args.data, args.epochs)
+                      if args.worker == "tensorflow"
+                      else worker_spark(args.data, args.epochs, args.spark_memory))
         return 0
-
     if args.dir is None:
         p.error("--dir is required")
+    args.dir = harness.outside_repo(p, "--dir", args.dir)
     results = json.loads(args.out.read_text()).get("results", {}) if args.out.is_file() else {}
-    folders = make_files(args.dir, args.scales)
-    for k, folder in folders.items():
+    loads = {}
+    for k, folder in make_files(args.dir, args.scales).items():
         for engine in args.engines:
             print(f"{k}x, {engine} ...", flush=True)
-            r = measure(engine, folder, args)
+            r, loads[f"{k}x {engine}"] = harness.load_during(measure, engine, folder, args)
             results.setdefault(str(k), {})[engine] = r
             print("   ", json.dumps(r), flush=True)
-            args.out.write_text(json.dumps({"machine": machine(), "epochs": args.epochs,
-                                            "results": results}, indent=1))
+            args.out.write_text(json.dumps({"machine": harness.machine(loads),
+                                            "epochs": args.epochs, "results": results}, indent=1))
     print(report(results, args.machine_gb))
     if args.plot:
         plot(results, args.plot)
     return 0
-
-
-def machine() -> dict:
-    import psutil
-
-    return {"cpus": os.cpu_count(), "memory_gb": psutil.virtual_memory().total / 2**30,
-            "platform": platform.platform(), "python": platform.python_version(),
-            "load_average": os.getloadavg()}
 
 
 if __name__ == "__main__":
