@@ -9,10 +9,15 @@
   itself, so that ``pytest -m unit`` answers in seconds.
 * A notebook whose recorded figures a test reads (``notebook_figures``) is executed once,
   by the course's runner, and its figures kept for every test; nbval then does not
-  execute it a second time.  The other notebooks are executed by nbval, cell by cell.
-* pytest-xdist runs the tests on two workers (``-n 2 --dist loadfile``, pyproject.toml):
-  each file on one worker, so a notebook's cells run in order in one kernel, and the
-  figure tests (one file) execute each notebook once.
+  execute it a second time.  Likewise a test marked ``executes(path, ...)`` runs those
+  notebooks itself (the grading class runs the solutions in the sandbox).  The other
+  notebooks are executed by nbval, cell by cell.
+* pytest-xdist runs the tests on three workers (``-n 3 --dist loadfile``, pyproject.toml;
+  one more than the machine's two cores, as many tests wait on kernels, Java processes
+  and sleeping attackers): each file on one worker, so a notebook's cells run in order in one kernel, and the
+  figure tests (one file) execute each notebook once.  The files are handed out in the
+  order of their tiers, the longest first (grading, spark, notebooks, e2e, models,
+  unit; ``--no-loadscope-reorder``), so that the workers finish together.
 """
 
 from __future__ import annotations
@@ -71,8 +76,8 @@ def _stems_read(item, stems: set[str]) -> set[str]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_collection_modifyitems(config, items):
     """Before the other hooks (and so before ``-m`` selects): give each test its tier.
-    After them: drop nbval's items for the notebooks that the selected figure tests
-    execute themselves."""
+    After them: drop nbval's items for the notebooks that selected tests execute
+    themselves, and put the files of the longest tiers first."""
     for item in items:
         tier = _tier(item)
         if tier:
@@ -80,10 +85,23 @@ def pytest_collection_modifyitems(config, items):
     yield
     stems = {item.path.stem for item in items if item.path.suffix == ".ipynb"}
     read = set().union(set(), *(_stems_read(item, stems) for item in items))
-    dropped = [i for i in items if i.path.suffix == ".ipynb" and i.path.stem in read]
+    executed = {str(p) for item in items for m in item.iter_markers("executes") for p in m.args}
+    dropped = [i for i in items if i.path.suffix == ".ipynb"
+               and (i.path.stem in read or str(i.path) in executed)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = [i for i in items if i.path.suffix != ".ipynb" or i.path.stem not in read]
+        items[:] = [i for i in items if i not in dropped]
+    # the files, heaviest tier first; stable, so each file's tests keep their order
+    rank: dict = {}
+    for item in items:
+        for m in item.iter_markers():
+            if m.name in TIERS:
+                rank[item.path] = min(rank.get(item.path, len(TIERS)), _LONGEST_FIRST.index(m.name))
+    items.sort(key=lambda item: rank.get(item.path, len(TIERS)))
+
+
+#: The tiers, the longest running first.
+_LONGEST_FIRST = ("grading", "spark", "notebooks", "e2e", "models", "unit")
 
 
 @pytest.fixture(scope="session")

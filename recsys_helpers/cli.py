@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="notebooks graded at the same time (default: the number of CPU cores)")
     g.add_argument("--force", action="store_true",
                    help="grade again the students the CSV already holds (default: skip them)")
+    g.add_argument("--executed", metavar="DIR", default=None,
+                   help="also save each graded notebook as it ran, with its outputs and every "
+                        "test (hidden ones too: for the teacher), as DIR/STUDENT/EXERCISE.ipynb")
     g.add_argument("--no-sandbox", dest="sandboxed", action="store_false",
                    help="run the students' kernels without the bubblewrap sandbox (only for "
                         "trusted code)")
@@ -91,7 +94,8 @@ def main(argv=None) -> int:
         from .grading import grade_command
 
         return grade_command(args.submissions, out=args.out, timeout=args.timeout,
-                             jobs=args.jobs, sandboxed=args.sandboxed, force=args.force)
+                             jobs=args.jobs, sandboxed=args.sandboxed, force=args.force,
+                             executed=args.executed)
     return 2  # pragma: no cover - argparse enforces a command
 
 

@@ -366,6 +366,9 @@ c.Autograde.autograde_preprocessors = [
     _GuardedExecute if p is _Execute else p
     for p in _Autograde.class_traits()["autograde_preprocessors"].default()]
 c.Execute.timeout = {timeout}
+# the kernel is stopped as soon as the last cell has run: a student's atexit hooks get no
+# turn after the grader's checks, and nobody waits for TensorFlow to tear itself down
+c.Execute.shutdown_kernel = "immediate"
 """
 
 
@@ -608,13 +611,17 @@ def write_csv(grades: list[Grade], out) -> None:
 
 def grade(submissions, out=None, cell_timeout: int = 300, progress: bool = True,
           workdir: str | os.PathLike | None = None, jobs: int | None = None,
-          sandboxed: bool = True, force: bool = False) -> list[Grade]:
+          sandboxed: bool = True, force: bool = False,
+          executed: str | os.PathLike | None = None) -> list[Grade]:
     """Autograde every student folder in ``submissions``; return one :class:`Grade` per
     student and exercise (a missing or ungradable notebook scores 0, with a note).
 
     Notebooks are graded by ``jobs`` workers (default: the number of CPU cores), each with
     its own temporary copy of the course.  With ``out``, the CSV is rewritten after each
-    student, and students it already holds are skipped unless ``force``.  ``sandboxed``
+    student, and students it already holds are skipped unless ``force``.  With
+    ``executed``, each graded notebook is also saved there as it ran, with its outputs and
+    every test (the hidden ones too: for the teacher, not for the students), as
+    ``<executed>/<student folder>/<exercise>.ipynb``.  ``sandboxed``
     runs every kernel in the bubblewrap sandbox (:mod:`recsys_helpers.sandbox`); it raises
     :class:`~recsys_helpers.sandbox.SandboxUnavailable` if the sandbox does not work.
     Raises :class:`GradingInterrupted` on SIGINT/SIGTERM (when called from the main
@@ -688,7 +695,7 @@ def grade(submissions, out=None, cell_timeout: int = 300, progress: bool = True,
                     except queue.Empty:
                         return
                     row = _grade_one(course, work, folder, ids[folder], name, sandboxed,
-                                     cell_timeout, runner, max_scores[name])
+                                     cell_timeout, runner, max_scores[name], executed)
                     if row is None:
                         return
                     with lock:
@@ -718,7 +725,8 @@ def grade(submissions, out=None, cell_timeout: int = 300, progress: bool = True,
             signal.signal(sig, handler)
 
 
-def _grade_one(course, work, folder, sid, name, sandboxed, cell_timeout, runner, max_score):
+def _grade_one(course, work, folder, sid, name, sandboxed, cell_timeout, runner, max_score,
+               executed=None):
     path = folder / f"{name}.ipynb"
     if not path.is_file():
         return Grade(folder.name, name, 0.0, max_score, "not submitted")
@@ -735,15 +743,20 @@ def _grade_one(course, work, folder, sid, name, sandboxed, cell_timeout, runner,
         score, more = 0.0, [f"could not be graded ({type(exc).__name__}: {exc})"[:300]]
     if score is None:
         return None
+    ran = course / "autograded" / sid / ASSIGNMENT / f"{name}.ipynb"
+    if executed is not None and ran.is_file():
+        (Path(executed) / folder.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ran, Path(executed) / folder.name / f"{name}.ipynb")
     return Grade(folder.name, name, score, max_score, "; ".join(dict.fromkeys(notes + more)))
 
 
 def grade_command(submissions, out="grades.csv", timeout: int = 300, jobs: int | None = None,
-                  sandboxed: bool = True, force: bool = False) -> int:
+                  sandboxed: bool = True, force: bool = False, executed: str | None = None
+                  ) -> int:
     """The ``grade`` command: returns the process exit code."""
     try:
         grades = grade(submissions, out=out, cell_timeout=timeout, jobs=jobs,
-                       sandboxed=sandboxed, force=force)
+                       sandboxed=sandboxed, force=force, executed=executed)
     except _sandbox.SandboxUnavailable as exc:
         print(f"error: refusing to grade without a sandbox: {exc}; install bubblewrap "
               "(sudo apt-get install bubblewrap) or pass --no-sandbox for trusted code only",
