@@ -37,8 +37,25 @@ def _source(cell):
 # The bundled sample is calibrated to behave like real Goodreads data (data/README.md):
 # these are the directions the real data shows, which the notebooks must reproduce on it.
 
-def test_surprise_biases_beat_the_mean_and_factors_add_little(notebook_figures):
-    f = notebook_figures("01_latent_factor_surprise")
+SURPRISE = ROOT / "notebooks" / "01_latent_factor_surprise.ipynb"
+
+
+@pytest.fixture(scope="module")
+def surprise_run(tmp_path_factory):
+    """Notebook 01 executed once by the ``run`` command (so nbval does not: ``executes``):
+    the folder of what it writes."""
+    out = tmp_path_factory.mktemp("run")
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys_helpers", "run", "--only", SURPRISE.stem,
+         "--data", "sample", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.mark.executes(SURPRISE)
+def test_surprise_biases_beat_the_mean_and_factors_add_little(surprise_run):
+    f = json.loads((surprise_run / "results.json").read_text())[SURPRISE.stem]
     assert f["mse_baseline_only"] < 0.9 * f["mse_always_mean"], f
     assert abs(f["test_mse"] / f["mse_baseline_only"] - 1) < 0.03, f  # real: 0.845 / 0.848
 
@@ -132,13 +149,9 @@ def test_committed_notebook_is_executed_and_clean(path):
 
 # ---------------------------------------------------------------- the runner
 
-def test_runner_runs_one_notebook_end_to_end(tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "recsys_helpers", "run", "--only", "01_latent_factor_surprise",
-         "--data", "sample", "--out", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+@pytest.mark.executes(SURPRISE)
+def test_runner_runs_one_notebook_end_to_end(surprise_run):
+    out = surprise_run
     results = json.loads((out / "results.json").read_text())
     figures = results["01_latent_factor_surprise"]
     assert figures["test_mse"] < figures["mse_always_mean"]
