@@ -152,8 +152,9 @@ def write(path: str | os.PathLike, fields: tuple, df: pd.DataFrame, key: str | N
                 np.savez(fh, **arrays)
             os.replace(tmp, file)
             return True
-        except OSError:  # a read-only folder: try the next one
-            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only folder (where removing fails too): try the next one
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
     return False
 
 

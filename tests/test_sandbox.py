@@ -7,6 +7,7 @@ could not do.  Skipped where bubblewrap is not installed.
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys_helpers.datasets import bundled_dir
+from recsys_helpers.datasets import bundled_dir, load_reviews
 from recsys_helpers.sandbox import BLOCKED, PACKAGE_DIR, Sandbox, bwrap_path, probe
 
 pytestmark = [pytest.mark.grading,  # starts sandboxed kernels: seconds each
@@ -101,6 +102,28 @@ open(os.path.join(os.environ["HOME"], "mine.txt"), "w").write("ok")
     assert (box.scratch / "mine.txt").read_text() == "ok"
     assert not outside.exists() and not (REPO / "x").exists()
     assert (bundled_dir() / "goodreads_fantasy.tsv").stat().st_mtime_ns == before
+
+
+def test_loading_from_a_read_only_folder_without_a_load_cache(tmp_path):
+    """The grader's view of data/ in a fresh checkout: the kernel cannot write its load
+    cache beside the file, parses the file and keeps the cache in its own folder."""
+    comics = "goodreads_reviews_comics_graphic.json.gz"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(bundled_dir() / comics, folder)
+    code = f"""
+from recsys_helpers.datasets import load_reviews
+print(len(load_reviews({str(folder / comics)!r}, ["user_id", "book_id"])))
+"""
+    box = Sandbox(tmp_path / "box", readable=[folder])
+    try:
+        proc = box.run([sys.executable, "-c", code], timeout=120)
+    finally:
+        box.cleanup()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = len(load_reviews(bundled_dir() / comics, ["user_id", "book_id"]))
+    assert int(proc.stdout.split()[-1]) == expected
+    assert sorted(p.name for p in folder.iterdir()) == [comics]  # nothing written there
 
 
 def test_own_pid_namespace_and_nothing_survives(tmp_path):
