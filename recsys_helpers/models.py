@@ -147,7 +147,9 @@ def make_train_step(model, optimizer):
 
     The returned function takes the batch's arrays (as ``model.loss`` does) and returns
     the objective before the update. ``jit_compile=True`` has XLA fuse the step's many
-    small operations (about 1.6 times faster on a CPU, after a second of compiling).
+    small operations: on a CPU, with batches of 50,000 from the bundled sample, a step
+    took 6 ms instead of 16 (latent factor model) and 7 instead of 25 (BPR), after about
+    a second of compiling.
     """
 
     @tf.function(jit_compile=True)

@@ -224,7 +224,8 @@ def graded(tmp_path_factory):
     _write(_student("exercise_5_1", mse=_solution("exercise_5_1", "mse"),
                     bias_model=EXIT + _solution("exercise_5_1", "bias_model")),
            subs / CRASHER / "exercise_5_1.ipynb")
-    _write(_student("exercise_5_3", round=DEAF_LOOP), subs / CRASHER / "exercise_5_3.ipynb")
+    # (in the first cell the student writes, right after the data are loaded)
+    _write(_student("exercise_5_2", tune=DEAF_LOOP), subs / CRASHER / "exercise_5_2.ipynb")
     # broken files: invalid JSON, mangled metadata, a pasted copy of a test cell; 5.4 intact
     (subs / "mangled").mkdir()
     (subs / "mangled" / "exercise_5_1.ipynb").write_text(
@@ -369,7 +370,7 @@ def test_a_dead_kernel_costs_the_tests_after_it(graded):
 
 
 def test_a_loop_deaf_to_interrupts_is_stopped(graded):
-    score, _, notes = _score(graded, CRASHER, "exercise_5_3")
+    score, _, notes = _score(graded, CRASHER, "exercise_5_2")
     assert score == 0
     assert "time limit" in notes
 

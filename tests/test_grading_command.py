@@ -38,7 +38,7 @@ def test_stopped_grading_keeps_what_was_graded_and_leaves_nothing(tmp_path):
     subs, out, scratch = tmp_path / "subs", tmp_path / "grades.csv", tmp_path / "tmp"
     scratch.mkdir()
     _write(_read(STUDENT / "exercise_5_1.ipynb"), subs / "a-quick" / "exercise_5_1.ipynb")
-    _write(_student("exercise_5_3", round=DEAF_LOOP), subs / "b-slow" / "exercise_5_3.ipynb")
+    _write(_student("exercise_5_2", tune=DEAF_LOOP), subs / "b-slow" / "exercise_5_2.ipynb")
     env = dict(os.environ, TMPDIR=str(scratch))
     proc = subprocess.Popen([sys.executable, "-m", "recsys_helpers", "grade", str(subs),
                              "--out", str(out), "--timeout", "300", "--jobs", "2"],
