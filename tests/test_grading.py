@@ -58,6 +58,11 @@ REFERENCE, CRASHER = "--help", "--crash"
 
 # ---- the attacks, as cell sources -----------------------------------------------------
 
+#: Folders the attackers' searches skip: the system's and Python's, which hold no
+#: gradebook or notebook (a virtual environment's folder name holds "venv" too).
+_SYSTEM = ("proc", "sys", "dev", "usr", "lib", "lib64", "bin", "sbin", "etc", "opt", "var",
+           "site-packages")
+
 def _intruder(victim_file, out_file, blank_text):
     """Rows 1-4: the gradebook, another student's submission, the output file (from a
     process left behind), the course's data; each write carries MARKER."""
@@ -65,11 +70,11 @@ def _intruder(victim_file, out_file, blank_text):
 import glob, os, sqlite3, subprocess, sys
 MARK = {MARKER!r}
 # 1. every gradebook it can find, relative to where the old grader ran it and anywhere else
+# (but in the system's and Python's own folders, which hold none)
 dbs = glob.glob("../../../gradebook.db") + glob.glob("../../gradebook.db")
-for top in ("/tmp", "/work", os.path.expanduser("~"), "/"):
-    for root, dirs, files in os.walk(top):
-        dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "usr", ".venv")]
-        dbs += [os.path.join(root, f) for f in files if f == "gradebook.db"]
+for root, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if d not in {_SYSTEM!r} and "venv" not in d]
+    dbs += [os.path.join(root, f) for f in files if f == "gradebook.db"]
 for db in dbs:
     try:
         con = sqlite3.connect(db)
@@ -105,12 +110,14 @@ for f in glob.glob(os.path.join(bundled_dir(), "*")) + glob.glob(os.path.join(bu
 
 READER = f"""
 import glob, json, os
-# the solutions and other students' notebooks, from the kernel's folder and the repository
+# the solutions and other students' notebooks, from the kernel's folder, the repository
+# and anywhere under /tmp (but in Python's own folders)
 paths = (glob.glob("../../../solutions/chapter5/exercise_5_1.ipynb")
          + glob.glob("../../../source/chapter5/exercise_5_1.ipynb")
-         + glob.glob({str(SOURCE / "exercise_5_1.ipynb")!r})
-         + glob.glob("/tmp/**/solutions/**/exercise_5_1.ipynb", recursive=True)
-         + glob.glob("/tmp/**/exercise_5_1.ipynb", recursive=True))
+         + glob.glob({str(SOURCE / "exercise_5_1.ipynb")!r}))
+for root, dirs, files in os.walk("/tmp"):
+    dirs[:] = [d for d in dirs if d not in {_SYSTEM!r} and "venv" not in d]
+    paths += [os.path.join(root, f) for f in files if f == "exercise_5_1.ipynb"]
 for path in paths:
     try:
         cells = json.load(open(path))["cells"]
