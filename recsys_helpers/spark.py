@@ -200,7 +200,7 @@ def _log_config() -> Path:
 
 def spark_session(app_name: str = "recsys-course", master: str | None = None,
                   memory: str | None = None, shuffle_partitions: int | None = None,
-                  config: dict | None = None, verbose: bool = True):
+                  config: dict | None = None, verbose: bool = True, java_options: str = ""):
     """Start (or return the running) SparkSession, configured for the course.
 
     Parameters
@@ -215,6 +215,9 @@ def spark_session(app_name: str = "recsys-course", master: str | None = None,
         Defaults to twice the cores of a local master, else Spark's default.
     config : dict, optional
         Further Spark settings, applied last.
+    java_options : str, optional
+        Further options of the driver's Java process (e.g. ``-XX:TieredStopAtLevel=1``
+        for short sessions on small data: less compiling, a quicker start).
 
     The driver logs errors only and shows no progress bars; native BLAS is not probed
     (Spark's Java implementation is used, and the probe prints to the console).
@@ -234,6 +237,7 @@ def spark_session(app_name: str = "recsys-course", master: str | None = None,
         "-Ddev.ludovic.netlib.blas.allowNative=false",
         "-Ddev.ludovic.netlib.lapack.allowNative=false",
         "-Ddev.ludovic.netlib.arpack.allowNative=false",
+        *java_options.split(),
     ])
     settings = {
         "spark.master": master,

@@ -87,7 +87,8 @@ def test_no_usable_java_says_what_was_found(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def spark():
-    session = rs.spark_session(master="local[2]", memory="1g", verbose=False)
+    session = rs.spark_session(master="local[2]", memory="1g", verbose=False,
+                               java_options=QUICK_JVM)
     yield session
     session.stop()
 
@@ -264,7 +265,8 @@ _DRIVER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import test_spark
     from recsys_helpers.spark import spark_session
-    spark = spark_session(master={master!r}, memory="768m", verbose=False, config={{
+    spark = spark_session(master={master!r}, memory="768m", verbose=False, java_options={quick!r},
+                          config={{
         "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
         "spark.executor.cores": "1", "spark.cores.max": "2",
         "spark.executor.memory": "768m", "spark.executor.extraJavaOptions": {quick!r}}})
