@@ -7,15 +7,14 @@
 * Tiers: every test gets one marker (``unit``, ``models``, ``notebooks``, ``grading``,
   ``e2e``, ``spark``; see pyproject.toml) from its file or its kind, unless it carries one
   itself, so that ``pytest -m unit`` answers in seconds.
-* A notebook whose recorded figures a test reads (``notebook_figures``) is executed once,
-  by the course's runner, and its figures kept for every test; nbval then does not
-  execute it a second time.  Likewise a test marked ``executes(path, ...)`` runs those
-  notebooks itself (the grading class runs the solutions in the sandbox).  The other
-  notebooks are executed by nbval, cell by cell.
+* A test marked ``executes(path, ...)`` runs those notebooks itself: the figure tests
+  through ``notebook_figures`` (the course's runner, once per notebook, its figures kept
+  for every test), the grading class the solutions in the sandbox.  nbval then does not
+  execute them a second time; it executes the other notebooks, cell by cell.
 * pytest-xdist runs the tests on three workers (``-n 3 --dist loadfile``, pyproject.toml;
   one more than the machine's two cores, as many tests wait on kernels, Java processes
-  and sleeping attackers): each file on one worker, so a notebook's cells run in order in one kernel, and the
-  figure tests (one file) execute each notebook once.  The longest files are handed out
+  and sleeping attackers): each file on one worker, so a notebook's cells run in order in
+  one kernel, and the figure tests (one file) execute each notebook once.  The longest files are handed out
   first (``LONGEST_FIRST``), the others in the order of their tiers (grading, spark,
   notebooks, e2e, models, unit; ``--no-loadscope-reorder``), so that the workers finish
   together.
@@ -23,9 +22,7 @@
 
 from __future__ import annotations
 
-import inspect
 import os
-import re
 
 import pytest
 
@@ -63,17 +60,6 @@ def _tier(item) -> str | None:
     return FILE_TIERS.get(item.path.name, "unit")
 
 
-def _stems_read(item, stems: set[str]) -> set[str]:
-    """The notebooks whose figures a test reads: the stems its source names."""
-    if "notebook_figures" not in getattr(item, "fixturenames", ()):
-        return set()
-    try:
-        source = inspect.getsource(item.function)
-    except (AttributeError, OSError, TypeError):
-        return set()
-    return {s for s in stems if re.search(rf"[\"']{re.escape(s)}[\"']", source)}
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_collection_modifyitems(config, items):
     """Before the other hooks (and so before ``-m`` selects): give each test its tier.
@@ -84,14 +70,12 @@ def pytest_collection_modifyitems(config, items):
         if tier:
             item.add_marker(tier)
     yield
-    stems = {item.path.stem for item in items if item.path.suffix == ".ipynb"}
-    read = set().union(set(), *(_stems_read(item, stems) for item in items))
     executed = {str(p) for item in items for m in item.iter_markers("executes") for p in m.args}
-    dropped = [i for i in items if i.path.suffix == ".ipynb"
-               and (i.path.stem in read or str(i.path) in executed)]
+    dropped = [i for i in items if i.path.suffix == ".ipynb" and str(i.path) in executed]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = [i for i in items if i not in dropped]
+        items[:] = [i for i in items if not (i.path.suffix == ".ipynb"
+                                             and str(i.path) in executed)]
     # the longest files first, then by tier; stable, so each file's tests keep their order
     rank: dict = {}
     for item in items:

@@ -204,6 +204,7 @@ class _SharedStep:
         from .models import make_train_step, tf
 
         self.worker = worker
+        self.settings = _settings(worker)  # what the step bakes in, never changed
         self.optimizer = tf.keras.optimizers.Adam(0.0)
         self.step = make_train_step(worker, self.optimizer)
 
@@ -214,8 +215,7 @@ class _SharedStep:
         if [(v.name, tuple(v.shape), v.dtype) for v in mine] != [
                 (v.name, tuple(v.shape), v.dtype) for v in theirs]:
             return False
-        settings = _settings(model)
-        return settings is not None and _settings(self.worker) == settings
+        return self.settings is not None and _settings(model) == self.settings
 
     def load(self, model, learning_rate: float) -> None:
         """Put ``model``'s values into the worker and restart Adam at ``learning_rate``."""

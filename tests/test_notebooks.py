@@ -60,8 +60,13 @@ def test_surprise_biases_beat_the_mean_and_factors_add_little(surprise_run):
     assert abs(f["test_mse"] / f["mse_baseline_only"] - 1) < 0.03, f  # real: 0.845 / 0.848
 
 
+IMPLICIT, LFM, BPR = (ROOT / "notebooks" / f"{stem}.ipynb" for stem in (
+    "02_bpr_implicit", "03_latent_factor_tensorflow", "04_bpr_tensorflow"))
+
+
+@pytest.mark.executes(IMPLICIT)
 def test_implicit_bpr_behind_popularity_and_tuning_helps(notebook_figures):
-    f = notebook_figures("02_bpr_implicit")
+    f = notebook_figures(IMPLICIT.stem)
     reviews = Interactions.from_frame(load("fantasy_reviews", ["user_id", "book_id"],
                                            data="sample"), rating=None)
     assert (f["n_users"], f["n_items"]) == (reviews.n_users, reviews.n_items)
@@ -74,8 +79,9 @@ def test_implicit_bpr_behind_popularity_and_tuning_helps(notebook_figures):
     assert 0 < f["precision_at_10"] < f["precision_at_10_popularity"] <= 1, f
 
 
+@pytest.mark.executes(LFM)
 def test_tensorflow_lfm_tuned_beats_the_mean_and_equals_bias_only(notebook_figures):
-    f = notebook_figures("03_latent_factor_tensorflow")
+    f = notebook_figures(LFM.stem)
     # Real data: the book's settings 1.766 against always-the-mean 1.743.
     assert f["test_mse_book_settings"] > f["mse_always_mean"], f
     assert f["test_mse"] < 0.9 * f["mse_always_mean"], f
@@ -83,8 +89,9 @@ def test_tensorflow_lfm_tuned_beats_the_mean_and_equals_bias_only(notebook_figur
     assert f["param_change"] > 1e-3  # every variable moved away from its initial value
 
 
+@pytest.mark.executes(BPR)
 def test_tensorflow_bpr_beats_popularity_narrowly(notebook_figures):
-    f = notebook_figures("04_bpr_tensorflow")
+    f = notebook_figures(BPR.stem)
     assert f["auc_popularity"] < f["auc_sampled"] < f["auc_popularity"] + 0.05, f
     assert abs(f["auc_sampled"] - f["auc_exact"]) < 0.03, f
     assert f["param_change"] > 1e-3
