@@ -18,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fetch", help="download the real Goodreads files")
     f.add_argument("names", nargs="*", metavar="NAME",
-                   help=f"datasets to fetch (default: all): {', '.join(REGISTRY)}")
+                   help=f"datasets to fetch (default: {', '.join(REGISTRY)}); also on "
+                        "request: comics_books, fantasy_books, book_genres (titles and "
+                        "genres), interactions (Spark)")
     f.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
                    help="longest time one file's download may take "
                         "(default: RECSYS_FETCH_DEADLINE or 3 hours)")

@@ -41,10 +41,13 @@ __all__ = [
     "Dataset",
     "REGISTRY",
     "ON_REQUEST",
+    "BOOK_METADATA",
+    "LAB",
     "REVIEW_FIELDS",
     "TSV_COLUMNS",
     "get_dataset",
     "bundled_dir",
+    "lab_dir",
     "sample_dir",
     "download_dir",
     "locate",
@@ -111,6 +114,30 @@ ON_REQUEST: dict[str, Dataset] = {
 }
 
 
+#: Book metadata (titles; genres), so that recommendations can be read by title and genre.
+#: Bundled as generated files for the sample and the taste laboratory; the real ones are
+#: fetched only when named (``fetch comics_books fantasy_books book_genres``).  Sizes are
+#: estimates, digests unknown.
+BOOK_METADATA: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset("comics_books", "goodreads_books_comics_graphic.json.gz", "metadata",
+                "Goodreads comics/graphic books: title and more, one record per book (about 89k)",
+                size=100_000_000, sha256=None),
+        Dataset("fantasy_books", "goodreads_books_fantasy_paranormal.json.gz", "metadata",
+                "Goodreads fantasy/paranormal books: title and more, one record per book "
+                "(about 258k)", size=300_000_000, sha256=None),
+        Dataset("book_genres", "goodreads_book_genres_initial.json.gz", "metadata",
+                "Goodreads fuzzy genres of every book: {genre: readers who shelved it so}",
+                size=100_000_000, sha256=None),
+    )
+}
+
+#: What the taste laboratory (``data/lab/``) holds: the course's three files and the book
+#: metadata, synthetic, with planted genres and tastes (see :mod:`recsys_helpers.lab`).
+LAB = "taste laboratory (synthetic: planted genres and tastes)"
+
+
 def get_dataset(name: str | Dataset) -> Dataset:
     """Look a dataset up by its short name or its file name (a Dataset is returned as is).
 
@@ -119,7 +146,7 @@ def get_dataset(name: str | Dataset) -> Dataset:
     """
     if isinstance(name, Dataset):
         return name
-    every = {**REGISTRY, **ON_REQUEST}
+    every = {**REGISTRY, **ON_REQUEST, **BOOK_METADATA}
     if name in every:
         return every[name]
     for d in every.values():
@@ -138,6 +165,11 @@ def bundled_dir() -> Path:
             "clone of its repository (pip install -e .)"
         )
     return here
+
+
+def lab_dir() -> Path:
+    """The folder of the taste laboratory's files (``data/lab/``)."""
+    return bundled_dir() / "lab"
 
 
 #: The former name of :func:`bundled_dir`, kept for existing code.
@@ -161,7 +193,8 @@ def data_mode(data: str | None = None) -> str:
 
 
 def locate(name: str | Dataset, data: str | None = None,
-           data_dir: str | os.PathLike | None = None, verbose: bool = True) -> Path:
+           data_dir: str | os.PathLike | None = None, verbose: bool = True,
+           lab: bool = False) -> Path:
     """Decide which copy of a dataset to read and return its path.
 
     Parameters
@@ -174,8 +207,18 @@ def locate(name: str | Dataset, data: str | None = None,
         Folder of full files; defaults to ``RECSYS_DATA_DIR`` or the download folder.
     verbose : bool
         Print one line saying which copy is used.
+    lab : bool
+        The taste laboratory's copy (``data/lab/``), whatever ``RECSYS_DATA`` says.
     """
     ds = get_dataset(name)
+    if lab:
+        path = lab_dir() / ds.filename
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; write the laboratory with "
+                                    "`python -m recsys_helpers make-sample`")
+        if verbose:
+            print(f"Reading {ds.filename} ({LAB}): {display_path(path)}")
+        return path
     mode = data_mode(data)
     full_dir = Path(data_dir).expanduser() if data_dir else download_dir()
     full = full_dir / ds.filename
@@ -254,8 +297,11 @@ def load_ratings_tsv(path: str | os.PathLike, *, skip_bad_lines: bool = False) -
 
 
 def load(name: str | Dataset, fields=None, *, data: str | None = None,
-         data_dir: str | os.PathLike | None = None, **kwargs) -> pd.DataFrame:
+         data_dir: str | os.PathLike | None = None, lab: bool = False,
+         **kwargs) -> pd.DataFrame:
     """Locate a dataset (see :func:`locate`) and load it.
+
+    ``lab=True`` loads the taste laboratory's copy (synthetic, with planted genres).
 
     ``fields`` selects review fields (default: user, book, rating) or, for the TSV,
     columns among ``user``, ``item``, ``rating``.
@@ -269,11 +315,15 @@ def load(name: str | Dataset, fields=None, *, data: str | None = None,
     True
     """
     ds = get_dataset(name)
+    if ds.name in BOOK_METADATA:
+        raise ValueError(f"{ds.filename} is book metadata: read it with "
+                         "recsys_helpers.books.book_table")
     if ds.name in ON_REQUEST:
         raise ValueError(f"{ds.filename} is too large to load into pandas ({ds.description}); "
                          "convert it with recsys_helpers.spark.to_parquet("
                          f"{ds.name!r}, spark=...) and read it with Spark (notebook 05)")
-    path = locate(ds.name, data=data, data_dir=data_dir, verbose=kwargs.pop("verbose", True))
+    path = locate(ds.name, data=data, data_dir=data_dir, verbose=kwargs.pop("verbose", True),
+                  lab=lab)
     if ds.format != "tsv":
         return load_reviews(path, fields or DEFAULT_REVIEW_FIELDS, **kwargs)
     unknown = [f for f in fields or () if f not in TSV_COLUMNS]

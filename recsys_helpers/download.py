@@ -44,6 +44,8 @@ BASE_URLS = (
 GENRE_MIRROR = "https://mcauleylab.ucsd.edu/public_datasets/gdrive/goodreads/byGenre/"
 #: Further mirrors of some files, tried after :data:`BASE_URLS`.
 EXTRA_MIRRORS = {"fantasy_reviews": (GENRE_MIRROR,), "comics_reviews": (GENRE_MIRROR,),
+                 "comics_books": (GENRE_MIRROR,), "fantasy_books": (GENRE_MIRROR,),
+                 "book_genres": ("https://mcauleylab.ucsd.edu/public_datasets/gdrive/goodreads/",),
                  "interactions": ("https://mcauleylab.ucsd.edu/public_datasets/gdrive/goodreads/",)}
 #: A download may exceed the registry's expected size by this factor, no more.
 SIZE_MARGIN = 2.0

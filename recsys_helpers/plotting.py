@@ -10,7 +10,8 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["learning_curve", "rating_histogram", "error_histogram", "compare"]
+__all__ = ["learning_curve", "rating_histogram", "error_histogram", "compare", "factor_map",
+           "project_2d"]
 
 
 def _axes(ax, figsize=(6, 3.5)):
@@ -118,4 +119,41 @@ def compare(figures: Mapping[str, float], ax: Axes | None = None, ylabel: str = 
     ax.set_title(title or f"{ylabel} ({better} is better)")
     top = max(shown, default=0.0)
     ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+    return ax
+
+
+def project_2d(factors) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``factors`` (items x K) projected on their two principal directions.
+
+    Returns the ``(n, 2)`` coordinates and the share of the factors' variance each of the
+    two directions explains (PCA by a singular value decomposition of the centred rows).
+    """
+    x = np.asarray(factors, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError("factors must be a 2-D array (items x K)")
+    x = x - x.mean(axis=0)
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    coords = x @ vt[:2].T
+    if coords.shape[1] < 2:
+        coords = np.column_stack([coords, np.zeros(len(coords))])
+    total = float(np.sum(s ** 2)) or 1.0
+    shares = np.zeros(2)
+    shares[:min(2, s.size)] = s[:2] ** 2 / total
+    return coords, shares
+
+
+def factor_map(factors, genres: Sequence[str], ax: Axes | None = None,
+               title: str = "Item factors, projected to 2-D") -> Axes:
+    """Scatter the item factors (items x K), projected to 2-D (:func:`project_2d`), one
+    colour per genre: if the factors learned taste, books of a genre lie together."""
+    ax = _axes(ax, (5.5, 4.5))
+    coords, shares = project_2d(factors)
+    genres = np.asarray([str(g) or "unknown" for g in genres])
+    for k, g in enumerate(dict.fromkeys(genres)):
+        at = genres == g
+        ax.scatter(coords[at, 0], coords[at, 1], s=12, alpha=0.7, color=f"C{k % 10}", label=g)
+    ax.set_xlabel(f"first direction ({shares[0]:.0%} of the variance)")
+    ax.set_ylabel(f"second direction ({shares[1]:.0%} of the variance)")
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_title(title)
     return ax

@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - python-isal is a dependency
 
 __all__ = ["DataFormatError", "REVIEW_FIELDS", "DEFAULT_REVIEW_FIELDS", "TSV_COLUMNS",
            "RATING_SCALE", "MAX_LINE_BYTES", "read_reviews", "read_ratings_tsv",
-           "check_file"]
+           "check_file", "read_json_lines"]
 
 
 class DataFormatError(ValueError):
@@ -445,6 +445,34 @@ def read_ratings_tsv(path: str | os.PathLike, *, skip_bad_lines: bool = False) -
     return df
 
 
+# --------------------------------------------------------------------------- metadata
+
+
+def read_json_lines(path: str | os.PathLike, fields=None, book_ids=None):
+    """Yield the records of a gzip JSON-lines file (the book metadata files), safely.
+
+    Each line is parsed as :func:`parse_record` does (JSON or a Python literal, never
+    evaluated); a record needs a non-empty ``book_id``.  ``fields`` keeps only those keys;
+    ``book_ids`` (a set of strings) keeps only those books.
+    """
+    path = Path(path)
+    with contextlib.closing(iter_blocks(path)) as blocks:
+        for first, lines in blocks:
+            for lineno, line in enumerate(lines, first):
+                if not line.strip():
+                    continue
+                if len(line) > MAX_LINE_BYTES:
+                    raise _bad_line(path, lineno, f"longer than {MAX_LINE_BYTES:,} bytes")
+                rec = parse_record(line, path, lineno)
+                book = rec.get("book_id")
+                if book is None or str(book).strip() == "":
+                    raise _bad_line(path, lineno, "a record without a book_id")
+                rec["book_id"] = str(book)
+                if book_ids is not None and rec["book_id"] not in book_ids:
+                    continue
+                yield rec if fields is None else {f: rec.get(f) for f in fields}
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -463,6 +491,12 @@ def check_file(path: str | os.PathLike, fmt: str, n_records: int = 100) -> None:
         _check_nonempty(path)
         if not list(_tsv_rows(path, skip_bad_lines=False, limit=n_records)):
             raise DataFormatError(f"{path}: the file is empty")
+        return
+    if fmt == "metadata":
+        with contextlib.closing(read_json_lines(path)) as records:
+            seen = sum(1 for _ in records)  # reads to the end: integrity and every record
+        if seen == 0:
+            raise DataFormatError(f"{path}: no records found")
         return
     seen = 0
     with contextlib.closing(iter_blocks(path)) as blocks:

@@ -13,9 +13,19 @@ import math
 import numbers
 from pathlib import Path
 
-__all__ = ["MIME_TYPE", "record", "read_results", "results_from_outputs"]
+__all__ = ["MIME_TYPE", "record", "recorded", "read_results", "results_from_outputs"]
 
 MIME_TYPE = "application/vnd.recsys-course.figure+json"
+
+#: The figures recorded in this process so far, by name (what :func:`recorded` reads).
+_RECORDED: dict = {}
+
+
+def recorded(name: str):
+    """The value last recorded under ``name`` in this kernel (KeyError if none)."""
+    if name not in _RECORDED:
+        raise KeyError(f"no figure {name!r} has been recorded; record it first")
+    return _RECORDED[name]
 
 
 def _plain(value):
@@ -36,6 +46,7 @@ def _plain(value):
 def record(name: str, value) -> None:
     """Record one figure of the notebook (a number or a short string) and show it."""
     value = _plain(value)
+    _RECORDED[name] = value
     text = f"{name} = {value:.4f}" if isinstance(value, float) else f"{name} = {value}"
     try:
         from IPython import get_ipython

@@ -256,6 +256,30 @@ def strip_widgets(nb) -> None:
                 del data[_WIDGET_MIME]
 
 
+def collapse_progress(nb) -> None:
+    """Keep only what a terminal would show of a cell's streams: consecutive outputs of
+    one stream are joined, and of a line rewritten with carriage returns (a text progress
+    bar's updates) only its last state is kept."""
+    for cell in nb.cells:
+        outputs = []
+        for out in cell.get("outputs", []):
+            last = outputs[-1] if outputs else None
+            if (out.get("output_type") == "stream" and last is not None
+                    and last.get("output_type") == "stream" and last.get("name") == out.get("name")):
+                last["text"] += out.get("text", "")
+            else:
+                outputs.append(out)
+        for out in outputs:
+            if out.get("output_type") == "stream" and "\r" in out.get("text", ""):
+                lines = []
+                for line in out["text"].split("\n"):
+                    states = [part for part in line.split("\r") if part.strip()]
+                    lines.append(states[-1] if states else line)
+                out["text"] = "\n".join(lines)
+        if "outputs" in cell:
+            cell["outputs"] = outputs
+
+
 def _mathjax_url(out: Path) -> str:
     """Copy a local MathJax (the jupyter-server-mathjax package) beside the pages."""
     import jupyter_server_mathjax
@@ -372,6 +396,7 @@ def execute_notebooks(paths: Iterable[Path], out: str | os.PathLike = "build/run
             bar.set_postfix_str(path.stem)
             nb, failure, seconds[path.stem], memory[path.stem] = _execute_one(path, timeout)
             strip_widgets(nb)
+            collapse_progress(nb)
             if failure is not None:
                 failures.append(failure)
                 tqdm.write(f"FAILED {failure}", file=sys.stderr)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .books import METADATA_FOR, write_book_metadata
 from .datasets import REGISTRY
 
 __all__ = ["SIZES", "SampleSpec", "Calibration", "CALIBRATION", "make_sample",
@@ -98,6 +99,11 @@ class Calibration:
 
 
 CALIBRATION = Calibration()
+
+#: The names of the sample's planted genres in its generated book metadata (UCSD names).
+SAMPLE_GENRES = ("fantasy, paranormal", "young-adult", "romance", "mystery, thriller, crime",
+                 "history, historical fiction, biography", "fiction", "comics, graphic",
+                 "children")
 _K = 4
 
 _WORDS = (
@@ -134,7 +140,7 @@ def _draw_by_weight(cum: np.ndarray, lo, hi, rng) -> np.ndarray:
 
 
 def generate_interactions(spec: SampleSpec, rng: np.random.Generator,
-                          cal: Calibration = CALIBRATION):
+                          cal: Calibration = CALIBRATION, info: dict | None = None):
     """Draw (user, item, rating) index triples with the calibrated structure.
 
     * Ratings per user follow a shifted log-normal and books are drawn by a log-normal
@@ -151,10 +157,14 @@ def generate_interactions(spec: SampleSpec, rng: np.random.Generator,
     -------
     users, items : int arrays (indices into ``spec.n_users`` / ``spec.n_items``)
     ratings : int array on the 0..5 scale
+
+    A dict passed as ``info`` receives the planted ``genre`` of each item (0..G-1).
     """
     nu, ni, n = spec.n_users, spec.n_items, spec.n_records
     G = cal.n_genres
     genre = rng.permutation(np.arange(ni) % G)  # every genre has books
+    if info is not None:
+        info["genre"] = genre
     # (the log-normal's normal part clipped at 3 standard deviations: the real file's most
     # reviewed book has 90 times the median's reviews, not hundreds)
     z = np.clip(rng.normal(0.0, 1.0, size=ni), -3.0, 3.0)
@@ -248,14 +258,25 @@ def _write_bytes(path: Path, payload_chunks, gz: bool, level: int = 6) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _review_lines(spec: SampleSpec, rng: np.random.Generator, python_literals: bool,
-                  progress: bool, triples=None):
-    from .progress import tqdm
-
-    users, items, ratings = triples if triples is not None else generate_interactions(spec, rng)
-    n = users.size
+def _draw_ids(spec: SampleSpec, rng: np.random.Generator):
+    """Made-up user IDs (hex, as the real ones) and book IDs (numbers, as the real ones)."""
     user_ids = _hex_ids(rng, spec.n_users)
     book_ids = (rng.choice(36_000_000, size=spec.n_items, replace=False) + 1).astype(str)
+    return user_ids, book_ids
+
+
+def _review_lines(spec: SampleSpec, rng: np.random.Generator, python_literals: bool,
+                  progress: bool, triples=None, ids=None, info=None):
+    """The review records, in chunks of bytes; ``ids`` (user IDs, book IDs) are drawn
+    unless given; ``info`` (a dict) receives the items' planted genres and book IDs."""
+    from .progress import tqdm
+
+    users, items, ratings = (triples if triples is not None
+                             else generate_interactions(spec, rng, info=info))
+    n = users.size
+    user_ids, book_ids = ids if ids is not None else _draw_ids(spec, rng)
+    if info is not None:
+        info["book_ids"] = book_ids
     review_ids = _hex_ids(rng, n)
     pool = _sentence_pool(rng)
     mu, sigma = spec.text_sentences
@@ -294,12 +315,14 @@ def _review_lines(spec: SampleSpec, rng: np.random.Generator, python_literals: b
     yield buf.getvalue().encode()
 
 
-def _tsv_lines(spec: SampleSpec, rng: np.random.Generator, triples=None):
-    users, items, ratings = triples if triples is not None else generate_interactions(spec, rng)
+def _tsv_lines(spec: SampleSpec, rng: np.random.Generator, triples=None, ids=None, info=None):
+    users, items, ratings = (triples if triples is not None
+                             else generate_interactions(spec, rng, info=info))
     rated = ratings > 0  # the TSV holds star ratings only, 1..5
     users, items, ratings = users[rated], items[rated], ratings[rated]
-    user_ids = _hex_ids(rng, spec.n_users)
-    book_ids = (rng.choice(36_000_000, size=spec.n_items, replace=False) + 1).astype(str)
+    user_ids, book_ids = ids if ids is not None else _draw_ids(spec, rng)
+    if info is not None:
+        info["book_ids"] = book_ids
     step = 200_000
     for s in range(0, users.size, step):
         rows = zip(user_ids[users[s:s + step]], book_ids[items[s:s + step]], ratings[s:s + step])
@@ -307,7 +330,8 @@ def _tsv_lines(spec: SampleSpec, rng: np.random.Generator, triples=None):
 
 
 def make_sample(out_dir: str | os.PathLike, size: str = "sample", seed: int = 0,
-                names=None, python_literals: bool = False, progress: bool = True) -> list[Path]:
+                names=None, python_literals: bool = False, progress: bool = True,
+                lab: bool = True) -> list[Path]:
     """Write the synthetic files into ``out_dir`` and return their paths.
 
     Parameters
@@ -317,10 +341,14 @@ def make_sample(out_dir: str | os.PathLike, size: str = "sample", seed: int = 0,
     seed : int
         Same seed and size give byte-identical files.
     names : iterable of str, optional
-        Which datasets to write (default: all three).
+        Which datasets to write (default: all three).  The book metadata of the files
+        written (generated titles and genres, in the UCSD formats) is written beside them.
     python_literals : bool
         Write review records as Python dict literals instead of JSON (as some course
         copies of the real files are).
+    lab : bool
+        With all three files at the ``sample`` size, also write the taste laboratory
+        into ``out_dir/lab`` (see :mod:`recsys_helpers.lab`).
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
@@ -328,20 +356,32 @@ def make_sample(out_dir: str | os.PathLike, size: str = "sample", seed: int = 0,
     wanted = list(names) if names else list(REGISTRY)
     seeds = dict(zip(REGISTRY, np.random.SeedSequence(seed).spawn(len(REGISTRY))))
     level = 6 if size == "sample" else 1
-    written = []
+    written, books = [], {}
     for name in wanted:
         ds = REGISTRY[name]
         spec = SIZES[size][name]
         rng = np.random.default_rng(seeds[name])
         path = out_dir / ds.filename
+        info = {}
         if ds.format == "tsv":
-            _write_bytes(path, _tsv_lines(spec, rng), gz=False)
+            _write_bytes(path, _tsv_lines(spec, rng, info=info), gz=False)
         else:
-            _write_bytes(path, _review_lines(spec, rng, python_literals, progress), gz=True,
-                         level=level)
+            _write_bytes(path, _review_lines(spec, rng, python_literals, progress, info=info),
+                         gz=True, level=level)
         if progress:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         written.append(path)
+        ids, genres = books.setdefault(METADATA_FOR[name], ([], []))
+        ids.extend(info["book_ids"])
+        genres.extend(SAMPLE_GENRES[g] for g in info["genre"])
+    # Titles and genres of the books, drawn from a stream of their own (the files above
+    # stay what they were); then the taste laboratory beside the sample.
+    meta_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(79,)))
+    written += write_book_metadata(out_dir, books, meta_rng)
+    if lab and names is None and size == "sample":
+        from .lab import make_lab
+
+        written += make_lab(out_dir / "lab", seed=seed, progress=progress)
     return written
 
 

@@ -34,6 +34,11 @@ from recsys_helpers.datasets import (
 from recsys_helpers.sample import make_sample
 
 FILES = [ds.filename for ds in REGISTRY.values()]
+#: The generated book metadata beside them (titles; genres), in the UCSD formats.
+METADATA = ["goodreads_books_comics_graphic.json.gz", "goodreads_books_fantasy_paranormal.json.gz",
+            "goodreads_book_genres_initial.json.gz"]
+#: The taste laboratory, in data/lab/: the same three files, the metadata and the truth.
+LAB = FILES + METADATA + ["planted_tastes.json"]
 COMICS = REGISTRY["comics_reviews"].filename
 FANTASY = REGISTRY["fantasy_reviews"].filename
 TSV = REGISTRY["fantasy_tsv"].filename
@@ -41,11 +46,14 @@ TSV = REGISTRY["fantasy_tsv"].filename
 
 @pytest.fixture(scope="module")
 def seed0(tmp_path_factory):
-    """All three files as ``make_sample(seed=0)`` writes them."""
+    """All three files as ``make_sample(seed=0)`` writes them, their metadata and the
+    laboratory."""
     out = tmp_path_factory.mktemp("seed0")
     paths = make_sample(out, seed=0, progress=False)
-    assert [p.name for p in paths] == FILES
-    assert sorted(f.name for f in out.iterdir()) == sorted(FILES)  # no leftovers
+    assert [p.name for p in paths][:len(FILES)] == FILES
+    assert sorted(p.name for p in paths) == sorted(FILES + METADATA + LAB)
+    assert sorted(f.name for f in out.iterdir()) == sorted(FILES + METADATA + ["lab"])
+    assert sorted(f.name for f in (out / "lab").iterdir()) == sorted(LAB)  # no leftovers
     return out
 
 
@@ -67,7 +75,8 @@ def test_different_seed_gives_different_files(seed0, tmp_path):
 def test_bundled_sample_is_current(seed0):
     """The committed files are exactly what ``make_sample(seed=0)`` writes today: the
     same seed gives byte-identical files, and data/ is up to date."""
-    stale = [f for f in FILES if (sample_dir() / f).read_bytes() != (seed0 / f).read_bytes()]
+    stale = [f for f in FILES + METADATA + [f"lab/{name}" for name in LAB]
+             if (sample_dir() / f).read_bytes() != (seed0 / f).read_bytes()]
     assert not stale, (f"data/ is stale for {stale}: regenerate it with "
                        "`python -m recsys_helpers make-sample`")
 
