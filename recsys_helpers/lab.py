@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["LabSpec", "LAB_SPEC", "LAB_GENRES", "TRUTH_FILE", "make_lab", "generate_world",
-           "planted", "genre_hit_rate"]
+           "planted", "genre_hit_rate", "genre_hit_rate_at_k"]
 
 #: The laboratory's genres, in their order around the circle (UCSD genre names).
 LAB_GENRES = ("fantasy, paranormal", "young-adult", "romance", "fiction",
@@ -217,3 +217,15 @@ def genre_hit_rate(user_ids, top_book_ids, truth: Planted | None = None) -> floa
     favourite = truth.favourite_genre.reindex([str(u) for u in user_ids]).to_numpy()
     genres = truth.book_genre.reindex([str(b) for b in top.ravel()]).to_numpy()
     return float(np.mean(genres.reshape(top.shape) == favourite[:, None]))
+
+
+def genre_hit_rate_at_k(score_users, data, train_csr, k: int = 10,
+                        truth: Planted | None = None) -> float:
+    """:func:`genre_hit_rate` of every user's top-``k`` (books not read in training),
+    for a scorer ``score_users(user indices) -> scores`` over ``data``'s index
+    (an :class:`~recsys_helpers.interactions.Interactions` of the laboratory)."""
+    from .metrics import top_k
+
+    users = np.arange(data.n_users)
+    top = top_k(score_users, train_csr, users, k)
+    return genre_hit_rate(data.user_ids[users], data.item_ids[top], truth)

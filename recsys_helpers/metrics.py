@@ -172,3 +172,20 @@ def precision_recall_at_k(score_users, train: sp.csr_matrix, test: sp.csr_matrix
     if not prec:
         return float("nan"), float("nan")
     return float(np.concatenate(prec).mean()), float(np.concatenate(rec).mean())
+
+
+def top_k(score_users, train: sp.csr_matrix, users, k: int = 10) -> np.ndarray:
+    """The ``k`` best-scored items of each user among the items the user did not interact
+    with in ``train``, best first: a ``(len(users), k)`` array of item indices (what
+    :func:`precision_recall_at_k` counts hits in)."""
+    users = np.asarray(users)
+    train = sp.csr_matrix(train)
+    out = []
+    for chunk in _chunks(users, train.shape[1]):
+        s = np.array(score_users(chunk), dtype=np.float64)
+        s[train[chunk].nonzero()] = -np.inf
+        kk = min(k, s.shape[1])
+        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        order = np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable")
+        out.append(np.take_along_axis(top, order, axis=1))
+    return np.concatenate(out) if out else np.empty((0, k), dtype=np.int64)

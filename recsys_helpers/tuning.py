@@ -52,16 +52,26 @@ class Budget:
 
     ``max_steps`` training steps at most; the validation figure is computed every
     ``every`` steps; training stops after ``patience`` evaluations without improvement
-    (``None``: never early), and the parameters of the best evaluation are kept.
+    (``None``: never early), but not before ``min_steps`` steps (a slow start, such as a
+    larger model's first checks, is not mistaken for the end), and the parameters of the
+    best evaluation are kept.
     """
 
     max_steps: int = 300
     every: int = 10
     patience: int | None = 5
+    min_steps: int = 0
+
+    def __repr__(self) -> str:
+        extra = f", min_steps={self.min_steps}" if self.min_steps else ""
+        return (f"Budget(max_steps={self.max_steps}, every={self.every}, "
+                f"patience={self.patience}{extra})")
 
     def __post_init__(self):
         if self.max_steps < 1 or self.every < 1:
             raise ValueError("max_steps and every must be at least 1")
+        if not 0 <= self.min_steps <= self.max_steps:
+            raise ValueError("min_steps must lie between 0 and max_steps")
         if self.patience is not None and self.patience < 1:
             raise ValueError("patience must be at least 1 (or None)")
 
@@ -117,11 +127,12 @@ class EarlyStopping:
     monitor : the figure to watch, a key of ``figures``
     mode : ``"min"`` (e.g. an MSE) or ``"max"`` (e.g. an AUC)
     patience : evaluations without improvement before stopping (``None``: never)
+    min_steps : no stop before this step
     """
 
     def __init__(self, variables=None, monitor: str = "validation_mse", mode: str = "min",
                  patience: int | None = 5, get_state: Callable | None = None,
-                 set_state: Callable | None = None):
+                 set_state: Callable | None = None, min_steps: int = 0):
         if mode not in ("min", "max"):
             raise ValueError("mode must be 'min' or 'max'")
         if variables is not None:
@@ -129,6 +140,7 @@ class EarlyStopping:
         if get_state is None or set_state is None:
             raise ValueError("give the variables, or get_state and set_state")
         self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.min_steps = int(min_steps)
         self._get, self._set = get_state, set_state
         self.best_value = np.inf if mode == "min" else -np.inf
         self.best_step = 0
@@ -146,7 +158,8 @@ class EarlyStopping:
             self._waited = 0
             return False
         self._waited += 1
-        return self.patience is not None and self._waited >= self.patience
+        return (self.patience is not None and self._waited >= self.patience
+                and int(step) >= self.min_steps)
 
     def restore(self) -> None:
         """Put back the parameters of the best evaluation (if any was finite)."""
@@ -171,7 +184,8 @@ def train_with_early_stopping(model, next_batch, validate: Callable, learning_ra
     """
     from .models import fit, make_train_step, tf
 
-    stopper = EarlyStopping(model.trainable_variables, monitor, mode, budget.patience)
+    stopper = EarlyStopping(model.trainable_variables, monitor, mode, budget.patience,
+                            min_steps=budget.min_steps)
 
     def figures():
         out = {monitor: validate(model)}

@@ -28,9 +28,10 @@ __all__ = ["VERDICT_MIME", "Verdict", "verdict", "outcome", "read_verdicts", "so
 
 VERDICT_MIME = "application/vnd.recsys-course.verdict+json"
 
-#: How a figure's metric is named in a sentence, from the start of its recorded name.
-METRIC_NAMES = (("test_mse", "test MSE"), ("mse", "test MSE"), ("auc", "AUC"),
-                ("precision_at_10", "precision@10"), ("recall_at_10", "recall@10"),
+#: How a figure's metric is named in a sentence: the first of these found in its name.
+METRIC_NAMES = (("validation_mse", "validation MSE"), ("mse", "test MSE"),
+                ("auc", "AUC"), ("precision_at_10", "precision@10"),
+                ("recall_at_10", "recall@10"),
                 ("genre_hit_rate_at_10", "share of top-10 books from the favourite genre"))
 
 
@@ -61,8 +62,8 @@ def outcome(value: float, reference: float, better: str, margin: float = 0.01) -
 
 
 def _metric(name: str) -> str:
-    for prefix, words in METRIC_NAMES:
-        if name.startswith(prefix):
+    for part, words in METRIC_NAMES:
+        if part in name:
             return words
     return name.replace("_", " ")
 

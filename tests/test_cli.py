@@ -67,7 +67,9 @@ def test_make_sample_writes_the_file(tmp_path):
     out = tmp_path / "out"
     result = _run(["make-sample", "--out", str(out), "--only", "comics_reviews"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == [COMICS]
+    # the file and its books' generated metadata (titles; genres), no laboratory
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [COMICS, "goodreads_books_comics_graphic.json.gz", "goodreads_book_genres_initial.json.gz"])
     assert COMICS in result.stdout
     # The default seed is the bundled sample's.
     assert (out / COMICS).read_bytes() == (sample_dir() / COMICS).read_bytes()

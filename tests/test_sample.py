@@ -127,8 +127,8 @@ def test_tsv_ratings(seed0):
 
 
 def test_python_literals(seed0, tmp_path):
-    (path,) = make_sample(tmp_path, seed=0, names=["comics_reviews"], python_literals=True,
-                          progress=False)
+    path, *_metadata = make_sample(tmp_path, seed=0, names=["comics_reviews"],
+                                   python_literals=True, progress=False)
     literal_lines = _lines(path)
     json_lines = _lines(seed0 / COMICS)
     assert len(literal_lines) == len(json_lines)
