@@ -102,18 +102,28 @@ LONGEST_FIRST = ["tests/test_grading.py", "tests/test_spark.py",
 _TIER_ORDER = ("grading", "spark", "notebooks", "e2e", "models", "unit")
 
 
+class Figures(dict):
+    """A notebook's recorded figures, and its recorded verdicts as ``.verdicts``."""
+
+    verdicts: list = []
+
+
 @pytest.fixture(scope="session")
 def notebook_figures():
-    """``get(stem)``: the figures a notebook records, from executing it once (nbclient)."""
+    """``get(stem)``: the figures a notebook records, from executing it once (nbclient);
+    its verdicts are the result's ``.verdicts``."""
     from recsys_helpers.results import read_results
     from recsys_helpers.runner import NotebookFailed, run_notebook, select
+    from recsys_helpers.verdicts import read_verdicts
 
     executed: dict = {}
 
     def get(stem: str) -> dict:
         if stem not in executed:
             try:
-                executed[stem] = read_results(run_notebook(select([stem])[0], timeout=600))
+                nb = run_notebook(select([stem])[0], timeout=600)
+                executed[stem] = Figures(read_results(nb))
+                executed[stem].verdicts = read_verdicts(nb)
             except NotebookFailed as exc:
                 executed[stem] = exc
         if isinstance(executed[stem], NotebookFailed):

@@ -375,3 +375,36 @@ def test_the_interactions_file_is_never_loaded_into_pandas(tmp_path):
                            verbose=False) == tmp_path / "goodreads_interactions.csv"
     with pytest.raises(FileNotFoundError, match="fetch interactions"):
         datasets.locate("interactions", data="sample", data_dir=tmp_path / "empty")
+
+
+def test_book_metadata_is_fetched_on_request_and_checked(server, dest):
+    """The real titles and genres come only when named, are checked like the course's
+    files (a file that is not metadata is refused, nothing partial stays), and are then
+    what the notebooks print beside the real reviews."""
+    titles, genres = (datasets.get_dataset(n) for n in ("comics_books", "book_genres"))
+    assert titles.filename == "goodreads_books_comics_graphic.json.gz"
+    assert genres.filename == "goodreads_book_genres_initial.json.gz"
+    assert titles.name not in datasets.REGISTRY and titles.name in datasets.BOOK_METADATA
+    server.routes["/" + titles.filename] = gzip.compress(
+        b'{"book_id": "b0", "title": "A Real Title"}\n{"book_id": "b1", "title": "Another"}\n')
+    server.routes["/" + genres.filename] = b"not gzip, not metadata"
+    with pytest.raises(download.FetchError):
+        _fetch("comics_books", "book_genres", progress=False)
+    assert (dest / titles.filename).is_file()
+    _assert_clean_of(dest, genres.filename)
+    server.routes["/" + genres.filename] = gzip.compress(
+        b'{"book_id": "b0", "genres": {"comics, graphic": 12, "fantasy, paranormal": 3}}\n')
+    assert _fetch("book_genres", progress=False) == [dest / genres.filename]
+    (dest / REVIEWS.filename).write_bytes(_reviews_bytes())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECSYS_DATA", "full")
+        from recsys_helpers.books import book_table
+
+        table = book_table("comics_reviews", ["b0", "b1"], verbose=False)
+    assert table.loc["b0"].tolist() == ["A Real Title", "comics, graphic"]
+    assert table.loc["b1"].tolist() == ["Another", ""]
+
+
+def _assert_clean_of(dest: Path, filename: str):
+    assert not (dest / filename).exists()
+    assert not [p.name for p in dest.iterdir() if filename in p.name]

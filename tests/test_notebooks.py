@@ -18,7 +18,9 @@ import pytest
 from recsys_helpers import interactions, models
 from recsys_helpers.datasets import load
 from recsys_helpers.interactions import Interactions
+from recsys_helpers.results import read_results
 from recsys_helpers.runner import BOOK_FIGURES, course_notebooks, select
+from recsys_helpers.verdicts import outcome, read_verdicts
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -58,6 +60,10 @@ def test_surprise_biases_beat_the_mean_and_factors_add_little(surprise_run):
     f = json.loads((surprise_run / "results.json").read_text())[SURPRISE.stem]
     assert f["mse_baseline_only"] < 0.9 * f["mse_always_mean"], f
     assert abs(f["test_mse"] / f["mse_baseline_only"] - 1) < 0.03, f  # real: 0.845 / 0.848
+    # The taste laboratory: settings chosen on validation find the planted taste.
+    assert f["test_mse_lab"] < 0.95 * f["mse_baseline_only_lab"], f
+    assert f["mse_baseline_only_lab"] < f["mse_always_mean_lab"], f
+    _check_verdicts(f, read_verdicts(surprise_run / f"{SURPRISE.stem}.ipynb"))
 
 
 IMPLICIT, LFM, BPR = (ROOT / "notebooks" / f"{stem}.ipynb" for stem in (
@@ -77,6 +83,10 @@ def test_implicit_bpr_behind_popularity_and_tuning_helps(notebook_figures):
     assert abs(f["auc_popularity_popular_negatives"] - 0.5) < 0.05, f
     assert f["auc_popular_negatives"] > f["auc_popularity_popular_negatives"] + 0.05, f
     assert 0 < f["precision_at_10"] < f["precision_at_10_popularity"] <= 1, f
+    # The taste laboratory: BPR finds the planted genres; popularity cannot.
+    assert f["precision_at_10_lab"] > f["precision_at_10_popularity_lab"], f
+    assert f["genre_hit_rate_at_10_lab"] > f["genre_hit_rate_at_10_popularity_lab"] + 0.3, f
+    _check_verdicts(f, f.verdicts)
 
 
 @pytest.mark.executes(LFM)
@@ -87,6 +97,9 @@ def test_tensorflow_lfm_tuned_beats_the_mean_and_equals_bias_only(notebook_figur
     assert f["test_mse"] < 0.9 * f["mse_always_mean"], f
     assert abs(f["test_mse"] / f["mse_bias_only"] - 1) < 0.03, f
     assert f["param_change"] > 1e-3  # every variable moved away from its initial value
+    # The taste laboratory: the factors learn the planted taste.
+    assert f["test_mse_lab"] <= 0.90 * f["mse_bias_only_lab"], f
+    _check_verdicts(f, f.verdicts)
 
 
 @pytest.mark.executes(BPR)
@@ -95,6 +108,21 @@ def test_tensorflow_bpr_beats_popularity_narrowly(notebook_figures):
     assert f["auc_popularity"] < f["auc_sampled"] < f["auc_popularity"] + 0.05, f
     assert abs(f["auc_sampled"] - f["auc_exact"]) < 0.03, f
     assert f["param_change"] > 1e-3
+    # The taste laboratory: BPR learns the planted taste, well beyond popularity.
+    assert f["auc_sampled_lab"] >= f["auc_popularity_lab"] + 0.05, f
+    assert f["genre_hit_rate_at_10_lab"] > f["genre_hit_rate_at_10_popularity_lab"] + 0.3, f
+    _check_verdicts(f, f.verdicts)
+
+
+def _check_verdicts(figures, verdicts):
+    """Each verdict a fresh run printed agrees with the figures it names, and the notebook
+    gives one on the laboratory and one on the Goodreads-like data."""
+    assert verdicts, "the notebook states no verdict"
+    for v in verdicts:
+        assert outcome(figures[v.model], figures[v.baseline], v.better, v.margin) == v.outcome, v
+        assert f"{figures[v.model]:.3f}" in v.sentence and f"{figures[v.baseline]:.3f}" in v.sentence
+    assert any(v.model.endswith("_lab") for v in verdicts)
+    assert any(not v.model.endswith("_lab") for v in verdicts)
 
 
 # ---------------------------------------------------------------- one implementation
@@ -152,6 +180,99 @@ def test_committed_notebook_is_executed_and_clean(path):
     first = _source(_cells(path, "markdown")[0]).lower()
     assert "synthetic" in first and "real" in first, "say where the outputs come from"
     assert any("parameters" in c["metadata"].get("tags", []) for c in code)
+
+
+# ---------------------------------------------------------------- what a reader sees
+
+CHAPTERS_AND_SOLUTIONS = CHAPTERS + sorted(
+    (ROOT / "notebooks" / "exercises" / "solutions").rglob("exercise_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", CHAPTERS_AND_SOLUTIONS, ids=lambda p: p.stem)
+def test_saved_verdicts_agree_with_the_saved_figures(path):
+    """Every verdict a notebook printed says what its own recorded figures say: the
+    direction (better, worse, the same within the margin) and the two values."""
+    figures, found = read_results(path), read_verdicts(path)
+    for v in found:
+        assert v.model in figures and v.baseline in figures, v
+        assert outcome(figures[v.model], figures[v.baseline], v.better, v.margin) == v.outcome, v
+        for name in (v.model, v.baseline):
+            assert f"{figures[name]:.3f}" in v.sentence, (name, v.sentence)
+    if path in CHAPTERS:
+        assert {v.model.endswith("_lab") for v in found} == {True, False}, (
+            "a chapter notebook states verdicts on the laboratory and on Goodreads-like data")
+
+
+def test_the_verdict_check_can_fail(tmp_path):
+    import nbformat
+
+    from recsys_helpers.results import MIME_TYPE
+    from recsys_helpers.verdicts import VERDICT_MIME
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={MIME_TYPE: {"a": 0.9, "b": 1.0}}),
+        nbformat.v4.new_output("display_data", data={VERDICT_MIME: {
+            "model": "a", "baseline": "b", "better": "lower", "margin": 0.01,
+            "outcome": "worse", "sentence": "a 0.900 is worse than b 1.000"}})]
+    nb.cells.append(cell)
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(AssertionError):
+        test_saved_verdicts_agree_with_the_saved_figures(path)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_code_cells_are_short(path):
+    """Ideas in the notebook, plumbing in the package: no code cell over 25 lines, except
+    the model code shown verbatim from the package."""
+    long = [(k, len(_source(c).splitlines())) for k, c in enumerate(_cells(path))
+            if "model-code" not in c["metadata"].get("tags", [])
+            and len(_source(c).splitlines()) > 25]
+    assert not long, f"code cells over 25 lines (index among code cells, lines): {long}"
+
+
+@pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: p.stem)
+def test_saved_outputs_keep_one_line_per_progress_bar(path):
+    for k, cell in enumerate(_cells(path)):
+        for out in cell.get("outputs", []):
+            text = out.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            assert "\r" not in text, f"code cell {k} keeps a progress bar's every update"
+
+
+GLOSSARY = ROOT / "docs" / "glossary.md"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The anchors of a Markdown file's headings, as GitHub and myst make them."""
+    out = set()
+    for title in re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        out.add(slug)
+    return out
+
+
+@pytest.mark.parametrize("path", CHAPTERS_AND_SOLUTIONS, ids=lambda p: p.stem)
+def test_notebook_links_the_glossary_and_its_anchors_exist(path):
+    text = "\n".join(_source(c) for c in _cells(path, "markdown"))
+    links = re.findall(r"\]\(([./]*docs/glossary\.md)(#[^)\s]*)?\)", text)
+    assert links, "link the glossary (docs/glossary.md) from the notebook"
+    target = (path.parent / links[0][0]).resolve()
+    assert target == GLOSSARY.resolve(), f"{links[0][0]} does not lead to docs/glossary.md"
+    anchors = _anchors(GLOSSARY.read_text(encoding="utf-8"))
+    missing = sorted({a[1:] for _, a in links if a and a[1:] not in anchors})
+    assert not missing, f"glossary anchors that do not exist: {missing}"
+
+
+def test_syllabus_names_every_notebook_and_exercise():
+    text = (ROOT / "docs" / "syllabus.md").read_text(encoding="utf-8")
+    for path in CHAPTERS:
+        assert f"## {path.stem[:2]} ·" in text, path.stem
+    for n in range(1, 5):
+        assert f"## Exercise 5.{n} ·" in text
+    assert "](glossary.md)" in text
 
 
 # ---------------------------------------------------------------- the runner
