@@ -75,7 +75,20 @@ FIGURE_LABELS = {
     "mse_bias_only_book_settings": "test MSE, biases only, with the book's settings",
     "auc_book_settings": "AUC, sampled negatives, with the book's settings",
     "auc_popularity_exact": "AUC of ranking by popularity, every non-interacted item",
+    "precision_at_10_popularity": "precision@10 of ranking by popularity (a baseline)",
+    "genre_hit_rate_at_10": "share of each user's top-10 from their planted favourite genre",
+    "genre_hit_rate_at_10_popularity": "the same share for the top-10 by popularity",
 }
+
+#: Figures whose name ends in this come from the taste laboratory, whatever the data.
+LAB_SUFFIX = "_lab"
+
+
+def figure_label(name: str) -> str:
+    """What a recorded figure is, in words (laboratory figures say so)."""
+    if name.endswith(LAB_SUFFIX):
+        return figure_label(name[: -len(LAB_SUFFIX)]) + ", taste laboratory"
+    return FIGURE_LABELS.get(name, name.replace("_", " "))
 
 
 def course_notebooks() -> list[Path]:
@@ -334,13 +347,15 @@ def _results_markdown(results: dict, seconds: dict, memory: dict, data_label: st
     lines = ["# Results of the course notebooks", "",
              f"Data: {data_label}. The book's figures were obtained on the real Goodreads files;",
              "on the bundled synthetic sample only the direction of each comparison carries over.",
+             f"Figures named `...{LAB_SUFFIX}` come from the taste laboratory (synthetic, with "
+             "planted genres and tastes: `data/lab/`), whichever data the run reads.",
              "", "| notebook | figure | this run | book |", "|---|---|---:|---:|"]
     for stem, figures in results.items():
         for name, value in figures.items():
             book = BOOK_FIGURES.get((stem, name))
             book_shown = "" if book is None else (f"{book:,}" if isinstance(book, int)
                                                   else f"{book:.3f}")
-            label = f"{FIGURE_LABELS.get(name, name)} (`{name}`)"
+            label = f"{figure_label(name)} (`{name}`)"
             lines.append(f"| {stem} | {label} | {_shown(value)} | {book_shown} |")
     lines += ["", "| notebook | seconds | peak memory of the kernel (MB) |", "|---|---:|---:|"]
     lines += [f"| {stem} | {sec:.1f} | {memory[stem] / 1e6:,.0f} |" for stem, sec in seconds.items()]
