@@ -149,7 +149,12 @@ def factor_map(factors, genres: Sequence[str], ax: Axes | None = None,
     ax = _axes(ax, (5.5, 4.5))
     coords, shares = project_2d(factors)
     genres = np.asarray([str(g) or "unknown" for g in genres])
-    for k, g in enumerate(dict.fromkeys(genres)):
+    from .lab import LAB_GENRES
+
+    # the laboratory's genres in their order around the circle, any others after them
+    order = [g for g in LAB_GENRES if g in set(genres)]
+    order += sorted(set(genres) - set(order))
+    for k, g in enumerate(order):
         at = genres == g
         ax.scatter(coords[at, 0], coords[at, 1], s=12, alpha=0.7, color=f"C{k % 10}", label=g)
     ax.set_xlabel(f"first direction ({shares[0]:.0%} of the variance)")

@@ -78,6 +78,8 @@ FIGURE_LABELS = {
     "precision_at_10_popularity": "precision@10 of ranking by popularity (a baseline)",
     "genre_hit_rate_at_10": "share of each user's top-10 from their planted favourite genre",
     "genre_hit_rate_at_10_popularity": "the same share for the top-10 by popularity",
+    "genre_hit_rate_at_10_baseline_only": "the same share for BaselineOnly's top-10 (the biases alone)",
+    "ratings_per_user": "ratings per user (mean)",
 }
 
 #: Figures whose name ends in this come from the taste laboratory, whatever the data.

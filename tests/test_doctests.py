@@ -4,10 +4,11 @@ import doctest
 
 import pytest
 
-from recsys_helpers import interactions, metrics, tuning
+from recsys_helpers import interactions, metrics, surprise_tools, tuning
 
 
-@pytest.mark.parametrize("module", [interactions, metrics, tuning], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [interactions, metrics, tuning, surprise_tools],
+                         ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f"{module.__name__} has no examples"

@@ -1,0 +1,586 @@
+"""Plumbing for notebook 01 (Surprise): a faster training split, a validation split, a
+search of settings that refines around its best point, and what a fitted model shows.
+
+The notebook keeps the ideas (the model, the book's code, "choose on validation, test
+once"); this module keeps the loops:
+
+* :func:`faster` hands Surprise's SGD the same training ratings in the same order from
+  plain lists: identical results, several times faster;
+* :func:`validation_split` carves a validation split out of the training ratings (on
+  large data, out of a random sample of them);
+* :func:`coordinate_search` and :func:`tune` choose settings on that split: a coarse
+  pass along each setting's whole ladder, then a refinement that moves one setting at a
+  time to a neighbouring value while that lowers the validation MSE;
+* :func:`epoch_curve` is the learning curve of a setting: training and validation MSE
+  after each number of passes;
+* :func:`score_matrix`, :func:`top_unseen` and :func:`top_popular` rank the books a user
+  has not rated; :func:`rating_summary` and :func:`large_errors` describe the data and the
+  errors.
+
+Surprise is imported only where it is needed, so that the module imports without it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["SVD_DEFAULTS", "BASELINE_DEFAULTS", "TUNE_AUTO_ABOVE", "TUNE_AUTO_SAMPLE",
+           "faster", "validation_split", "Search", "coordinate_search", "surprise_mse", "tune",
+           "epoch_curve", "score_matrix", "top_unseen", "top_popular", "rating_summary",
+           "large_errors"]
+
+#: Surprise's defaults for ``SVD`` (the book's model, ``SVD()``), in the names its
+#: constructor takes: ``lr_all`` and ``reg_all`` set the learning rate and the
+#: regularisation of all four kinds of parameters at once.
+SVD_DEFAULTS = {"lr_all": 0.005, "n_factors": 100, "reg_all": 0.02, "n_epochs": 20}
+
+#: Surprise's defaults for ``BaselineOnly`` fitted by alternating least squares.
+BASELINE_DEFAULTS = {"reg_u": 15, "reg_i": 10}
+
+#: ``validation_split(..., max_ratings="auto")``: all training ratings up to this many,
+#: else a random :data:`TUNE_AUTO_SAMPLE` of them (on the real file, about 2.6 million).
+TUNE_AUTO_ABOVE = 1_000_000
+TUNE_AUTO_SAMPLE = 500_000
+
+
+# ---------------------------------------------------------------- a faster training split
+
+def faster(trainset):
+    """The same Surprise ``Trainset``, handing its ratings to the SGD several times faster.
+
+    Surprise's ``SVD`` asks ``trainset.all_ratings()`` for every rating once per pass, and
+    the default is a Python generator over nested dictionaries: on a few tens of
+    thousands of ratings that generator takes most of the training time.  The copy
+    returned here hands over the same ``(user, item, rating)`` triples, in the same order,
+    from three lists (about 24 bytes per rating), so a fitted model is identical:
+
+    >>> import pandas as pd
+    >>> from surprise import SVD, Dataset, Reader
+    >>> frame = pd.DataFrame({"u": [0, 0, 1, 1, 2], "i": [0, 1, 0, 2, 1],
+    ...                       "r": [5.0, 3.0, 4.0, 1.0, 2.0]})
+    >>> train = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
+    >>> quick = faster(train)
+    >>> list(quick.all_ratings()) == list(train.all_ratings())
+    True
+    >>> a, b = SVD(random_state=0).fit(train), SVD(random_state=0).fit(quick)
+    >>> bool((a.qi == b.qi).all() and (a.bu == b.bu).all())
+    True
+    """
+    from surprise import Trainset
+
+    fast = _fast_class(Trainset)
+    return trainset if isinstance(trainset, fast) else fast(trainset)
+
+
+_FastTrainset = None  # the class, built on first use (Surprise is imported lazily)
+
+
+def _fast_class(base):
+    global _FastTrainset
+    if _FastTrainset is None:
+        class FastTrainset(base):
+            """A Surprise ``Trainset`` whose ``all_ratings()`` reads three lists."""
+
+            def __init__(self, trainset):
+                self.__dict__.update(trainset.__dict__)
+                users = list(range(self.n_users))   # shared int objects: 8 bytes a rating
+                items = list(range(self.n_items))
+                values: dict = {}
+                u, i, r = [], [], []
+                for uid, rated in self.ur.items():
+                    for iid, rating in rated:
+                        u.append(users[uid])
+                        i.append(items[iid])
+                        r.append(values.setdefault(rating, rating))
+                self._columns = (u, i, r)
+
+            def all_ratings(self):
+                return zip(*self._columns)
+
+            def columns(self):
+                """The training ratings as three arrays: user and item inner IDs, ratings."""
+                u, i, r = self._columns
+                return (np.asarray(u, dtype=np.int64), np.asarray(i, dtype=np.int64),
+                        np.asarray(r, dtype=float))
+
+        _FastTrainset = FastTrainset
+    return _FastTrainset
+
+
+# ---------------------------------------------------------------- the validation split
+
+def validation_split(trainset, size: float = 0.1, max_ratings="auto", seed: int = 0):
+    """Carve ``(fit_part, validation)`` out of a Surprise training split.
+
+    Parameters
+    ----------
+    trainset : surprise.Trainset
+        The training split; the test split is not touched.
+    size : float
+        Fraction of the (sampled) training ratings held out for validation.
+    max_ratings : int, None or "auto"
+        Compare settings on at most this many training ratings, drawn at random (one line
+        says so).  ``"auto"``: all of them up to :data:`TUNE_AUTO_ABOVE`, else a random
+        :data:`TUNE_AUTO_SAMPLE` (a search fits dozens of models: on the real file, with
+        2.6 million training ratings, that would take long).  ``None``: all.
+    seed : int
+        Seeds the sample and the split.
+
+    Returns
+    -------
+    fit_part : surprise.Trainset
+        The ratings the candidates are fitted on (made :func:`faster`).
+    validation : list of (user, item, rating)
+        The ratings they are compared on, in Surprise's testset format.
+    """
+    from surprise import Dataset, Reader
+    from surprise.model_selection import train_test_split
+
+    frame = pd.DataFrame(trainset.build_testset(), columns=["user", "item", "rating"])
+    if max_ratings == "auto":
+        max_ratings = None if len(frame) <= TUNE_AUTO_ABOVE else TUNE_AUTO_SAMPLE
+    if max_ratings is not None and len(frame) > max_ratings:
+        frame = frame.sample(n=int(max_ratings), random_state=seed)
+        print(f"large data: the settings are compared on a random {int(max_ratings):,} "
+              "of the training ratings")
+    data = Dataset.load_from_df(frame, Reader(rating_scale=trainset.rating_scale))
+    fit_part, validation = train_test_split(data, test_size=size, random_state=seed)
+    return faster(fit_part), validation
+
+
+# ---------------------------------------------------------------- the search
+
+@dataclass
+class Search:
+    """What a :func:`coordinate_search` tried and chose.
+
+    ``start`` and ``best`` are settings (dicts) and ``score`` the best's validation MSE;
+    ``table`` has one row per setting tried (``stage``: where it was first tried, the
+    settings, ``validation MSE``); ``path`` one row per move (the start, then each change
+    kept); ``edges`` names the settings whose chosen value is the last of its ladder while
+    the value beside it is worse by more than the margin (the best may lie beyond).
+    """
+
+    name: str
+    start: dict
+    best: dict
+    score: float
+    table: pd.DataFrame
+    path: pd.DataFrame
+    margin: float
+    edges: list = field(default_factory=list)
+
+    @property
+    def start_score(self) -> float:
+        """The validation MSE of the starting settings."""
+        return float(self.table["validation MSE"].iloc[0])
+
+    @property
+    def changes(self) -> str:
+        """The settings the search changed, in words: ``"n_factors 100 -> 2, ..."``."""
+        moved = [f"{k} {self.start[k]:g} -> {v:g}" for k, v in self.best.items()
+                 if v != self.start.get(k)]
+        return ", ".join(moved) or "nothing"
+
+    def __str__(self) -> str:
+        def shown(settings):
+            return ", ".join(f"{k}={v:g}" for k, v in settings.items())
+
+        text = (f"{self.name}: {len(self.table)} settings tried on the validation split; "
+                f"start ({shown(self.start)}): validation MSE {self.start_score:.3f}; "
+                f"chosen ({shown(self.best)}): {self.score:.3f}.")
+        for name in self.edges:
+            text += (f"\n  {name}={self.best[name]:g} is the end of its ladder and the value "
+                     f"beside it is over {self.margin:.0%} worse: the best may lie beyond "
+                     "(extend the ladder).")
+        return text
+
+    __repr__ = __str__
+
+
+def coordinate_search(evaluate: Callable[[dict], float], ladders: Mapping[str, Sequence],
+                      start: Mapping, margin: float = 0.01, max_rounds: int = 10,
+                      name: str = "search", progress=None) -> Search:
+    """Choose settings that minimise ``evaluate(settings)``, one setting at a time.
+
+    1. **Coarse pass.**  For each setting in the order of ``ladders``, every value of its
+       ladder is tried with the other settings held; the best value is kept if it beats
+       the current settings by more than ``margin`` (relative).
+    2. **Refinement.**  Round after round, each setting moves to a neighbouring value of
+       its ladder, and on in the same direction, while each move beats the current
+       settings by more than ``margin``; it stops when a whole round moves nothing (or
+       after ``max_rounds`` rounds).
+
+    A change smaller than ``margin`` is not worth a different setting: it is within what
+    another random seed moves.  Every setting is evaluated once (a cache), and the search
+    is deterministic when ``evaluate`` is.  The order of ``ladders`` matters: put first
+    what makes the others comparable (for an SGD, the learning rate: a model that has
+    barely moved from its start tells little about its size or its regularisation).
+    Settings of ``start`` without a ladder are passed as they are; a ladder without a
+    start value starts from its first value.
+
+    >>> bowl = lambda s: (s["a"] - 3) ** 2 + (s["b"] - 20) ** 2 + 1
+    >>> found = coordinate_search(bowl, {"a": [1, 2, 3, 4, 5], "b": [5, 10, 20, 50]},
+    ...                           {"a": 1, "b": 50})
+    >>> found.best, found.score
+    ({'a': 3, 'b': 20}, 1.0)
+    >>> found.path[["stage", "a", "b"]].values.tolist()
+    [['start', 1, 50], ['coarse: b', 1, 20], ['refine 1: a', 2, 20], ['refine 1: a', 3, 20]]
+    >>> coordinate_search(bowl, {"a": [1, 2], "b": [20]}, {"a": 1, "b": 20}).edges
+    ['a']
+    """
+    ladders = {k: list(v) for k, v in ladders.items()}
+    start = {**{k: ladder[0] for k, ladder in ladders.items() if k not in start}, **start}
+    for key, ladder in ladders.items():
+        if start[key] not in ladder:
+            raise ValueError(f"the start value {key}={start[key]!r} is not in its ladder "
+                             f"{ladder}")
+    trials = _Trials(evaluate, ladders, margin, progress)
+    best = trials.move(dict(start), "start")
+    for key in ladders:
+        best = _coarse(trials, best, key)
+    for round_ in range(1, max_rounds + 1):
+        before = best
+        for key in ladders:
+            best = _refine(trials, best, key, f"refine {round_}: {key}")
+        if best == before:
+            break
+    edges = [key for key in ladders if _at_edge(trials, best, key)]
+    return Search(name, dict(start), best, trials(best, ""), pd.DataFrame(trials.rows),
+                  pd.DataFrame(trials.moves), margin, edges)
+
+
+class _Trials:
+    """The settings a search has tried, each evaluated once, and the moves it made."""
+
+    def __init__(self, evaluate, ladders, margin, progress):
+        self.evaluate, self.ladders, self.margin = evaluate, ladders, margin
+        self.progress, self.cache, self.rows, self.moves = progress, {}, [], []
+
+    def __call__(self, settings, stage) -> float:
+        key = tuple(settings[k] for k in self.ladders)
+        if key not in self.cache:
+            value = float(self.evaluate(dict(settings)))
+            self.cache[key] = value if np.isfinite(value) else np.inf
+            self.rows.append({"stage": stage, **settings, "validation MSE": value})
+            if self.progress is not None:
+                self.progress.update(1)
+        return self.cache[key]
+
+    def beats(self, candidate: dict, current: dict, stage: str) -> bool:
+        """Whether ``candidate`` scores lower than ``current`` by more than the margin."""
+        now = self(current, stage)
+        return self(candidate, stage) < now - self.margin * abs(now)
+
+    def move(self, settings: dict, stage: str) -> dict:
+        self.moves.append({"stage": stage, **settings,
+                           "validation MSE": self(settings, stage)})
+        return settings
+
+
+def _coarse(trials: _Trials, best: dict, key: str) -> dict:
+    """Every value of ``key``'s ladder, the others held; the best if it beats ``best``."""
+    stage, ladder = f"coarse: {key}", trials.ladders[key]
+    scores = [trials({**best, key: v}, stage) for v in ladder]
+    candidate = {**best, key: ladder[int(np.argmin(scores))]}
+    return trials.move(candidate, stage) if trials.beats(candidate, best, stage) else best
+
+
+def _refine(trials: _Trials, best: dict, key: str, stage: str) -> dict:
+    """Move ``key`` up its ladder while that helps, else down while that helps."""
+    ladder = trials.ladders[key]
+    at = ladder.index(best[key])
+    for step in (1, -1):
+        j = at + step
+        while 0 <= j < len(ladder) and trials.beats({**best, key: ladder[j]}, best, stage):
+            best = trials.move({**best, key: ladder[j]}, stage)
+            j += step
+        if best[key] != ladder[at]:
+            break
+    return best
+
+
+def _at_edge(trials: _Trials, best: dict, key: str) -> bool:
+    """Whether ``key``'s chosen value ends its ladder and beats the value beside it by more
+    than the margin (the best may lie beyond the ladder)."""
+    ladder = trials.ladders[key]
+    at = ladder.index(best[key])
+    if len(ladder) < 2 or at not in (0, len(ladder) - 1):
+        return False
+    inner = {**best, key: ladder[1 if at == 0 else at - 1]}
+    return trials.beats(best, inner, f"edge check: {key}")
+
+
+def _encoded(trainset, ratings):
+    """``(users, items, ratings)`` arrays of a Surprise testset in ``trainset``'s inner IDs
+    (-1 for a user or an item unknown to it)."""
+    users = np.array([trainset._raw2inner_id_users.get(u, -1) for u, _, _ in ratings])
+    items = np.array([trainset._raw2inner_id_items.get(i, -1) for _, i, _ in ratings])
+    return (users.astype(np.int64), items.astype(np.int64),
+            np.array([r for _, _, r in ratings], dtype=float))
+
+
+def surprise_mse(algorithm, ratings, encoded=None) -> float:
+    """The MSE of a fitted ``SVD`` or ``BaselineOnly`` on a Surprise testset, as
+    ``accuracy.mse(algorithm.test(ratings))`` computes it, without a Python call per rating.
+
+    Surprise predicts ``mu``, plus ``b_u`` if the user is known, plus ``b_i`` if the item is
+    known, plus ``q_i . p_u`` if both are, clipped to the rating scale.  Other algorithms
+    (and ``SVD(biased=False)``) go through Surprise's own ``test``.  ``encoded`` is the
+    testset already in inner IDs (see :func:`tune`, which encodes the validation split
+    once for all its candidates).
+
+    >>> import pandas as pd
+    >>> from surprise import SVD, BaselineOnly, Dataset, Reader, accuracy
+    >>> frame = pd.DataFrame({"u": [0, 0, 1, 1, 2, 2], "i": [0, 1, 0, 2, 1, 2],
+    ...                       "r": [5.0, 3.0, 4.0, 1.0, 2.0, 4.0]})
+    >>> train = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
+    >>> ratings = [(0, 2, 4.0), (1, 1, 2.0), (9, 0, 3.0), (2, 9, 5.0), (9, 9, 1.0)]
+    >>> for algorithm in (SVD(n_factors=3, random_state=0), BaselineOnly(verbose=False)):
+    ...     _ = algorithm.fit(train)
+    ...     slow = accuracy.mse(algorithm.test(ratings), verbose=False)
+    ...     print(abs(surprise_mse(algorithm, ratings) - slow) < 1e-12)
+    True
+    True
+    """
+    from surprise import SVD, BaselineOnly, accuracy
+
+    plain = isinstance(algorithm, BaselineOnly) or (isinstance(algorithm, SVD)
+                                                     and algorithm.biased)
+    if not plain:
+        return accuracy.mse(algorithm.test(ratings), verbose=False)
+    trainset = algorithm.trainset
+    u, i, r = encoded if encoded is not None else _encoded(trainset, ratings)
+    if r.size == 0:
+        return float("nan")
+    ku, ki = u >= 0, i >= 0
+    est = np.full(r.size, trainset.global_mean)
+    est[ku] += algorithm.bu[u[ku]]
+    est[ki] += algorithm.bi[i[ki]]
+    if isinstance(algorithm, SVD):
+        both = ku & ki
+        est[both] += np.einsum("nk,nk->n", algorithm.pu[u[both]], algorithm.qi[i[both]])
+    lo, hi = trainset.rating_scale
+    return float(np.mean((np.clip(est, lo, hi) - r) ** 2))
+
+
+def tune(make: Callable[..., object], ladders: Mapping[str, Sequence], start: Mapping,
+         fit_part, validation, margin: float = 0.01, name: str | None = None) -> Search:
+    """:func:`coordinate_search` of a Surprise algorithm's settings on a validation split.
+
+    ``make(**settings)`` returns an unfitted algorithm (e.g. ``SVD(random_state=0,
+    **settings)``); each candidate is fitted on ``fit_part`` and scored by its MSE on
+    ``validation`` (both from :func:`validation_split`; see :func:`surprise_mse`).  A
+    progress bar counts the fits.
+    """
+    from .progress import tqdm
+
+    name = name or type(make(**{**start, **{k: v[0] for k, v in ladders.items()
+                                              if k not in start}})).__name__
+    encoded = _encoded(fit_part, validation)
+
+    def evaluate(settings):
+        algorithm = make(**settings)
+        algorithm.fit(fit_part)
+        return surprise_mse(algorithm, validation, encoded)
+
+    with tqdm(desc=f"{name} search", unit=" fits") as bar:
+        found = coordinate_search(evaluate, ladders, start, margin, name=name, progress=bar)
+    sys.stderr.flush()  # the bar's last line before whatever is printed next
+    return found
+
+
+# ---------------------------------------------------------------- the learning curve
+
+def _training_mse(algorithm, trainset) -> float:
+    """The MSE of a fitted ``SVD`` on its training ratings, as Surprise predicts them
+    (every user and item known; the estimate clipped to the rating scale)."""
+    u, i, r = faster(trainset).columns()
+    est = algorithm.trainset.global_mean + algorithm.bu[u] + algorithm.bi[i]
+    est = est + np.einsum("nk,nk->n", algorithm.pu[u], algorithm.qi[i])
+    lo, hi = trainset.rating_scale
+    return float(np.mean((np.clip(est, lo, hi) - r) ** 2))
+
+
+def epoch_curve(make: Callable[..., object], settings: Mapping, fit_part, validation,
+                epochs: Sequence[int] | None = None) -> dict:
+    """Training and validation MSE of ``make(**settings)`` after each number of passes.
+
+    Surprise's SGD starts from the same random factors and visits the ratings in the same
+    order on every fit, so a model fitted for ``e`` passes is exactly the longer run seen
+    after its ``e``-th pass: the curve is drawn by refitting (cheap with :func:`faster`).
+    ``epochs`` defaults to doubling counts up to twice ``settings["n_epochs"]``.
+
+    Returns ``{"step": epochs, "training_mse": [...], "validation_mse": [...]}``, the
+    format of :func:`recsys_helpers.plotting.learning_curve`.
+    """
+    if epochs is None:
+        last = 2 * int(settings["n_epochs"])
+        epochs = sorted({int(e) for e in (1, 2, 5, 10, 20, 40, 80, 160, 320, 640)
+                         if e <= last} | {int(settings["n_epochs"])})
+    curve = {"step": [], "training_mse": [], "validation_mse": []}
+    encoded = _encoded(fit_part, validation)
+    for e in epochs:
+        algorithm = make(**{**settings, "n_epochs": int(e)})
+        algorithm.fit(fit_part)
+        curve["step"].append(int(e))
+        curve["training_mse"].append(_training_mse(algorithm, fit_part))
+        curve["validation_mse"].append(surprise_mse(algorithm, validation, encoded))
+    return curve
+
+
+# ---------------------------------------------------------------- what a model ranks
+
+def score_matrix(algorithm) -> np.ndarray:
+    """Every user's predicted rating of every item (users x items, inner IDs) of a fitted
+    ``SVD`` or ``BaselineOnly``: ``mu + b_u + b_i`` (+ ``q_i . p_u``), unclipped, for
+    ranking."""
+    trainset = algorithm.trainset
+    if hasattr(algorithm, "pu"):
+        bu, bi = algorithm.bu, algorithm.bi
+        scores = algorithm.pu @ algorithm.qi.T
+    else:  # BaselineOnly
+        bu, bi = algorithm.bu, algorithm.bi
+        scores = np.zeros((trainset.n_users, trainset.n_items))
+    return scores + trainset.global_mean + bu[:, None] + bi[None, :]
+
+
+def _train_csr(trainset):
+    import scipy.sparse as sp
+
+    u, i, _ = faster(trainset).columns()
+    return sp.csr_matrix((np.ones(u.size), (u, i)), shape=(trainset.n_users, trainset.n_items))
+
+
+def _ranked(scores: np.ndarray, trainset, k: int):
+    from .metrics import top_k
+
+    top = top_k(lambda users: scores[users], _train_csr(trainset),
+                np.arange(trainset.n_users), k)
+    users = np.array([trainset.to_raw_uid(u) for u in range(trainset.n_users)], dtype=object)
+    raw_items = np.array([trainset.to_raw_iid(i) for i in range(trainset.n_items)], dtype=object)
+    return users, raw_items[top], np.take_along_axis(scores, top, axis=1)
+
+
+def top_unseen(algorithm, k: int = 10):
+    """Each user's ``k`` best-predicted books among those not rated in training.
+
+    Returns ``(user_ids, book_ids, scores)``: raw user IDs (one per user of the training
+    split), and ``(n_users, k)`` arrays of raw book IDs and predicted ratings, best first.
+    """
+    return _ranked(score_matrix(algorithm), algorithm.trainset, k)
+
+
+def top_popular(trainset, k: int = 10):
+    """The popularity baseline: each user's ``k`` most-rated books (in training) among
+    those the user has not rated; same return as :func:`top_unseen` (scores: counts)."""
+    counts = np.array([len(trainset.ir[i]) for i in range(trainset.n_items)], dtype=float)
+    return _ranked(np.broadcast_to(counts, (trainset.n_users, trainset.n_items)).copy(),
+                   trainset, k)
+
+
+# ---------------------------------------------------------------- describing data and errors
+
+def rating_summary(ratings: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Size and density of rating tables (``user``, ``item``, ``rating``), one row each.
+
+    Columns: ratings, users, books, ratings per user (mean and median), ratings per book
+    (mean), the mean rating and its standard deviation.  A table whose ratings are all
+    equal is named in a printed line: there is nothing for a model to learn.
+
+    >>> frame = pd.DataFrame({"user": ["a", "a", "b"], "item": ["x", "y", "x"],
+    ...                       "rating": [4.0, 4.0, 4.0]})
+    >>> rating_summary({"tiny": frame})[["ratings", "users", "ratings per user"]]
+    every rating of tiny is 4: there is nothing for a model to learn.
+          ratings  users  ratings per user
+    tiny        3      2               1.5
+    """
+    rows = {}
+    for name, df in ratings.items():
+        per_user = df.groupby("user", observed=True).size()
+        per_book = df.groupby("item", observed=True).size()
+        rows[name] = {"ratings": len(df), "users": per_user.size, "books": per_book.size,
+                      "ratings per user": round(float(per_user.mean()), 2),
+                      "median per user": float(per_user.median()),
+                      "ratings per book": round(float(per_book.mean()), 2),
+                      "mean rating": round(float(df["rating"].mean()), 2),
+                      "standard deviation": round(float(df["rating"].std(ddof=0)), 2)}
+        if df["rating"].nunique() <= 1:
+            print(f"every rating of {name} is {df['rating'].iloc[0]:g}: there is nothing "
+                  "for a model to learn.")
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def large_errors(predictions, trainset, threshold: float = 2.0) -> dict:
+    """Where the large errors of a model's test predictions come from.
+
+    Parameters
+    ----------
+    predictions : list of surprise.Prediction
+    trainset : surprise.Trainset
+        The training split (for each user's and book's mean training rating).
+    threshold : float
+        An error is large when the prediction misses the rating by more than this.
+
+    Returns
+    -------
+    dict with ``by_rating`` (a DataFrame by true rating: share of the test ratings, mean
+    prediction, MSE, share of the total squared error) and, over the large errors:
+    ``share`` (of all test ratings), ``low_share`` (the share of them that are ratings
+    below the prediction), ``rating``, ``prediction``, ``user_mean`` and ``book_mean``
+    (means over the large errors of the true rating, the prediction, and the user's and
+    the book's mean training rating; NaN where unknown), and ``sentence``, which says it
+    in words.
+    """
+    truth = np.array([p.r_ui for p in predictions], dtype=float)
+    est = np.array([p.est for p in predictions], dtype=float)
+    err2 = (est - truth) ** 2
+    frame = pd.DataFrame({"rating": truth, "prediction": est, "squared error": err2})
+    total = err2.sum() or 1.0
+    by_rating = frame.groupby("rating").agg(**{
+        "share of the test ratings": ("prediction", lambda s: len(s) / len(frame)),
+        "mean prediction": ("prediction", "mean"),
+        "MSE": ("squared error", "mean"),
+        "share of the squared error": ("squared error", lambda s: s.sum() / total)})
+    large = np.abs(est - truth) > threshold
+
+    def mean_of(ids, inner, table):
+        out = []
+        for n, raw in enumerate(ids):
+            if not large[n]:
+                continue
+            try:
+                out.append(np.mean([r for _, r in table[inner(raw)]]))
+            except ValueError:  # unknown in training
+                out.append(np.nan)
+        return float(np.nanmean(out)) if out and not np.all(np.isnan(out)) else float("nan")
+
+    figures = {
+        "by_rating": by_rating.round(3),
+        "share": float(large.mean()) if large.size else 0.0,
+        "low_share": float((truth[large] < est[large]).mean()) if large.any() else float("nan"),
+        "rating": float(truth[large].mean()) if large.any() else float("nan"),
+        "prediction": float(est[large].mean()) if large.any() else float("nan"),
+        "user_mean": mean_of([p.uid for p in predictions], trainset.to_inner_uid, trainset.ur),
+        "book_mean": mean_of([p.iid for p in predictions], trainset.to_inner_iid, trainset.ir),
+    }
+    lo = trainset.rating_scale[0]
+    low = truth <= lo + 1
+    if not large.any():
+        figures["sentence"] = f"No test rating is missed by more than {threshold:g} stars."
+    else:
+        figures["sentence"] = (
+            f"{int(large.sum()):,} of the {truth.size:,} test ratings ({figures['share']:.2%}) "
+            f"are missed by more than {threshold:g} stars, {figures['low_share']:.0%} of them "
+            f"by a prediction above the rating. On them the rating averages "
+            f"{figures['rating']:.2f} stars and the prediction {figures['prediction']:.2f}; "
+            f"the same users' training ratings average {figures['user_mean']:.2f} and the "
+            f"same books' {figures['book_mean']:.2f}. Ratings of {lo:g} or "
+            f"{lo + 1:g} stars are {low.mean():.0%} of the test ratings and make "
+            f"{err2[low].sum() / total:.0%} of the squared error.")
+    return figures
