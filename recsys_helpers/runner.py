@@ -80,6 +80,9 @@ FIGURE_LABELS = {
     "genre_hit_rate_at_10_popularity": "the same share for the top-10 by popularity",
     "genre_hit_rate_at_10_baseline_only": "the same share for BaselineOnly's top-10 (the biases alone)",
     "ratings_per_user": "ratings per user (mean)",
+    "auc_popular_negatives": "AUC on held-out interactions, negatives drawn by popularity",
+    "auc_popularity_popular_negatives": "AUC of ranking by popularity, negatives drawn by popularity",
+    "precision_at_10_book_settings": "precision@10 with the book's settings",
 }
 
 #: Figures whose name ends in this come from the taste laboratory, whatever the data.

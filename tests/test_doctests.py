@@ -4,10 +4,11 @@ import doctest
 
 import pytest
 
-from recsys_helpers import interactions, metrics, surprise_tools, tuning
+from recsys_helpers import implicit_tools, interactions, metrics, surprise_tools, tuning
 
 
-@pytest.mark.parametrize("module", [interactions, metrics, tuning, surprise_tools],
+@pytest.mark.parametrize("module", [implicit_tools, interactions, metrics, tuning,
+                                    surprise_tools],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
