@@ -83,6 +83,8 @@ FIGURE_LABELS = {
     "auc_popular_negatives": "AUC on held-out interactions, negatives drawn by popularity",
     "auc_popularity_popular_negatives": "AUC of ranking by popularity, negatives drawn by popularity",
     "precision_at_10_book_settings": "precision@10 with the book's settings",
+    "mse_clipped": "test MSE, predictions clipped to the rating scale",
+    "mse_clipped_rounded": "test MSE, predictions clipped to the rating scale, then rounded",
 }
 
 #: Figures whose name ends in this come from the taste laboratory, whatever the data.

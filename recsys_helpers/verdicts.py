@@ -61,6 +61,11 @@ def outcome(value: float, reference: float, better: str, margin: float = 0.01) -
     return "better" if (change < 0) == (better == "lower") else "worse"
 
 
+def _possessive(label: str) -> str:
+    """"the model" -> "the model's"; "the biases" -> "the biases'"."""
+    return label + ("'" if label.endswith("s") else "'s")
+
+
 def _metric(name: str) -> str:
     for part, words in METRIC_NAMES:
         if part in name:
@@ -98,12 +103,13 @@ def verdict(model: str, baseline: str, better: str, *, model_label: str,
     metric = metric or _metric(model)
     change = (value - reference) / max(abs(reference), 1e-12)
     if result == "same":
-        how = f"is within {margin:.0%} of {baseline_label}'s, {reference:.3f}: no real difference"
+        how = (f"is within {margin:.0%} of {_possessive(baseline_label)}, {reference:.3f}: "
+               "no real difference")
     else:
         direction = "lower" if change < 0 else "higher"
-        how = (f"is {abs(change):.1%} {direction} than {baseline_label}'s, {reference:.3f} "
-               f"({result})")
-    sentence = f"{data}: {model_label}'s {metric}, {value:.3f}, {how}."
+        how = (f"is {abs(change):.1%} {direction} than {_possessive(baseline_label)}, "
+               f"{reference:.3f} ({result})")
+    sentence = f"{data}: {_possessive(model_label)} {metric}, {value:.3f}, {how}."
     extra = (because or {}).get(result)
     if extra:
         sentence += " " + extra.format(model=value, baseline=reference, change=change)

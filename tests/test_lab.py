@@ -194,7 +194,7 @@ def test_verdict_sentence_comes_from_the_figures(capsys):
                              because={"better": "Gain {change:+.1%}.", "same": "never"})
     assert found.outcome == "better"
     assert found.sentence == ("Somewhere: the model's test MSE, 0.712, is 14.2% lower than the "
-                              "biases's, 0.830 (better). Gain -14.2%.")
+                              "biases', 0.830 (better). Gain -14.2%.")
     assert found.sentence in capsys.readouterr().out
     with pytest.raises(KeyError):
         verdicts.verdict("never_recorded", "b_mse", "lower", model_label="x",
