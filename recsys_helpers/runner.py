@@ -85,6 +85,11 @@ FIGURE_LABELS = {
     "precision_at_10_book_settings": "precision@10 with the book's settings",
     "mse_clipped": "test MSE, predictions clipped to the rating scale",
     "mse_clipped_rounded": "test MSE, predictions clipped to the rating scale, then rounded",
+    "test_mse_book_settings_lowest": "lowest test MSE on the book's-settings curve",
+    "factor_term": "mean size of the factor term (stars) in the test predictions",
+    "auc_validation": "validation AUC of the chosen setting",
+    "auc_book_settings_validation": "validation AUC with the book's settings",
+    "auc_popularity_validation": "validation AUC of popularity",
 }
 
 #: Figures whose name ends in this come from the taste laboratory, whatever the data.
@@ -296,8 +301,9 @@ def collapse_progress(nb) -> None:
                     states = [part for part in line.split("\r") if part.strip()]
                     lines.append(states[-1] if states else line)
                 out["text"] = "\n".join(lines)
-        if "outputs" in cell:
-            cell["outputs"] = outputs
+        if "outputs" in cell:  # a stream left blank by a finished bar says nothing
+            cell["outputs"] = [o for o in outputs if o.get("output_type") != "stream"
+                               or o.get("text", "").strip()]
 
 
 def _mathjax_url(out: Path) -> str:

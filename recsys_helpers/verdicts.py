@@ -47,6 +47,9 @@ class Verdict:
     outcome: str
     sentence: str
 
+    def _ipython_display_(self):
+        """Shown once, when :func:`verdict` records it; not again as a cell's result."""
+
 
 def outcome(value: float, reference: float, better: str, margin: float = 0.01) -> str:
     """``better``, ``worse`` or ``same``: ``value`` against ``reference`` when ``better``
@@ -103,11 +106,14 @@ def verdict(model: str, baseline: str, better: str, *, model_label: str,
     metric = metric or _metric(model)
     change = (value - reference) / max(abs(reference), 1e-12)
     if result == "same":
-        how = (f"is within {margin:.0%} of {_possessive(baseline_label)}, {reference:.3f}: "
-               "no real difference")
+        how = (f"is within {margin * 100:g}% of {_possessive(baseline_label)}, "
+               f"{reference:.3f}: no real difference")
     else:
         direction = "lower" if change < 0 else "higher"
-        how = (f"is {abs(change):.1%} {direction} than {_possessive(baseline_label)}, "
+        # against a reference of zero a relative change means nothing: say by how much
+        by = (f"{abs(change):.1%}" if abs(reference) > 1e-9
+              else f"{abs(value - reference):.3f}")
+        how = (f"is {by} {direction} than {_possessive(baseline_label)}, "
                f"{reference:.3f} ({result})")
     sentence = f"{data}: {_possessive(model_label)} {metric}, {value:.3f}, {how}."
     extra = (because or {}).get(result)
