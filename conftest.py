@@ -96,7 +96,7 @@ def pytest_collection_modifyitems(config, items):
 #: 150 s, Spark's tests 120, notebook 05 80, the figure tests 75, the grade command 65,
 #: the edge cases 50), handed out first so that the workers finish together.
 LONGEST_FIRST = ["tests/test_grading.py", "tests/test_spark.py",
-                 "notebooks/05_latent_factors_at_scale_spark.ipynb", "tests/test_notebooks.py",
+                 "tests/test_spark_notebook.py", "tests/test_notebooks.py",
                  "tests/test_grading_command.py", "tests/test_edge_cases.py"]
 #: The other files by tier.
 _TIER_ORDER = ("grading", "spark", "notebooks", "e2e", "models", "unit")

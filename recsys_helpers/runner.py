@@ -90,6 +90,10 @@ FIGURE_LABELS = {
     "auc_validation": "validation AUC of the chosen setting",
     "auc_book_settings_validation": "validation AUC with the book's settings",
     "auc_popularity_validation": "validation AUC of popularity",
+    "auc_exact_popularity": "AUC of ranking by popularity, every non-interacted item",
+    "auc_sampled_spark_defaults": "AUC, sampled negatives, with Spark's default settings",
+    "auc_exact_spark_defaults": "AUC, every non-interacted item, with Spark's default settings",
+    "precision_at_10_spark_defaults": "precision@10 with Spark's default settings",
 }
 
 #: Figures whose name ends in this come from the taste laboratory, whatever the data.

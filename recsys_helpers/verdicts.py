@@ -4,8 +4,8 @@ A notebook records its figures with :func:`recsys_helpers.record`, then asks for
 verdict by the figures' names::
 
     verdict("test_mse_lab", "mse_bias_only_lab", "lower",
-            model="the latent factor model", baseline="the bias-only model",
-            data="taste laboratory")
+            model_label="the latent factor model", baseline_label="the bias-only model",
+            data="Taste laboratory")
 
 prints, for example, "Taste laboratory: the latent factor model's test MSE, 0.712, is
 14.3 % lower than the bias-only model's, 0.830 (better)." and records the verdict (the two
@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 
 from .results import _plain, recorded
 
-__all__ = ["VERDICT_MIME", "Verdict", "verdict", "outcome", "read_verdicts", "source_label",
-           "METRIC_NAMES"]
+__all__ = ["VERDICT_MIME", "Verdict", "verdict", "outcome", "read_verdicts", "disagreements",
+           "source_label", "METRIC_NAMES"]
 
 VERDICT_MIME = "application/vnd.recsys-course.verdict+json"
 
@@ -153,6 +153,24 @@ def read_verdicts(notebook) -> list[Verdict]:
                 payload = json.loads(payload) if isinstance(payload, str) else payload
                 found.append(Verdict(**payload))
     return found
+
+
+def disagreements(figures: dict, verdicts) -> list[str]:
+    """What is wrong with ``verdicts`` against the recorded ``figures`` (empty: nothing):
+    a verdict naming a figure that was not recorded, an outcome the two figures do not
+    give, or a sentence that does not show the two values."""
+    wrong = []
+    for v in verdicts:
+        if v.model not in figures or v.baseline not in figures:
+            wrong.append(f"{v.model} or {v.baseline} was not recorded: {v.sentence}")
+            continue
+        found = outcome(figures[v.model], figures[v.baseline], v.better, v.margin)
+        if found != v.outcome:
+            wrong.append(f"says {v.outcome!r}, the figures give {found!r}: {v.sentence}")
+        for name in (v.model, v.baseline):
+            if f"{figures[name]:.3f}" not in v.sentence:
+                wrong.append(f"does not show {name} = {figures[name]:.3f}: {v.sentence}")
+    return wrong
 
 
 def source_label(name: str, lab: bool = False) -> str:

@@ -352,3 +352,12 @@ def test_als_on_a_standalone_cluster_equals_local_mode(local_figures, tmp_path):
     assert cluster["bias_only"] == local["bias_only"]  # numpy on the driver: identical
     np.testing.assert_allclose(cluster["user_factors"], local["user_factors"], atol=1e-4)
     np.testing.assert_allclose(cluster["item_factors"], local["item_factors"], atol=1e-4)
+
+
+def test_scale_evaluates_every_user_on_small_data():
+    s = rs.Scale(num_blocks=2)
+    assert s.max_users(5_600) is None and s.max_users(876_145) == 2_000
+
+
+def test_the_bundled_data_count_as_small():
+    assert rs._data_bytes(["comics_reviews", "fantasy_reviews"]) <= rs.SMALL_DATA_BYTES
