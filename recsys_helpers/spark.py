@@ -712,8 +712,13 @@ def ranking_data(spark, train_frame, test_frame, n_users: int, n_items: int,
 
 
 def ranking_metrics(score, score_users, data: RankingData, k: int = 10, seed: int = 0) -> dict:
-    """Sampled AUC (the book's protocol), exact AUC and precision@k / recall@k with the
-    course's metrics (:mod:`recsys_helpers.metrics`), over the users in ``data``."""
+    """Sampled AUC, exact AUC and precision@k / recall@k with the course's metrics
+    (:mod:`recsys_helpers.metrics`), over the users in ``data``.
+
+    The sampled AUC is the book's protocol, corrected
+    (:func:`~recsys_helpers.metrics.auc_sampled`): up to 10 held-out items per user against as many items the user never interacted
+    with, drawn uniformly; the book draws the negatives from the test set's items, which
+    can include items the user interacted with in training."""
     precision, recall = precision_recall_at_k(score_users, data.train, data.test, k=k,
                                               seed=seed)
     return {
