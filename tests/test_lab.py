@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from recsys_helpers import books, lab, metrics, verdicts
-from recsys_helpers.datasets import bundled_dir, lab_dir, load
+from recsys_helpers.datasets import bundled_dir, load
 from recsys_helpers.interactions import Interactions
 from recsys_helpers.plotting import project_2d
 from recsys_helpers.results import record
@@ -64,14 +64,6 @@ def test_ratings_carry_the_planted_taste(truth):
     mean_by_distance = pd.Series(df["rating"].to_numpy()).groupby(distance).mean()
     assert mean_by_distance.is_monotonic_decreasing
     assert mean_by_distance[0] - mean_by_distance[3] > 1.0
-
-
-def test_laboratory_is_deterministic(tmp_path):
-    paths = lab.make_lab(tmp_path, seed=0, progress=False)
-    committed = {p.name for p in lab_dir().iterdir() if not p.name.startswith(".")}  # no caches
-    assert {p.name for p in paths} == committed
-    for p in paths:
-        assert p.read_bytes() == (lab_dir() / p.name).read_bytes(), p.name
 
 
 def test_genre_hit_rate(truth):
