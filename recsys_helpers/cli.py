@@ -63,9 +63,38 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--executed", metavar="DIR", default=None,
                    help="also save each graded notebook as it ran, with its outputs and every "
                         "test (hidden ones too: for the teacher), as DIR/STUDENT/EXERCISE.ipynb")
+    g.add_argument("--feedback", metavar="DIR", default=None,
+                   help="also write a page for each student and exercise, to hand back, as "
+                        "DIR/STUDENT/EXERCISE.html: the notebook as it ran, the points of "
+                        "each test, the visible tests' messages (hidden tests named in words)")
     g.add_argument("--no-sandbox", dest="sandboxed", action="store_false",
                    help="run the students' kernels without the bubblewrap sandbox (only for "
-                        "trusted code)")
+                        "trusted code; then only --max-output applies)")
+    # the limits of one graded notebook: a notebook that hits one keeps what it earned
+    # before, with a note naming the limit
+    from .sandbox import LIMITS, parse_size
+
+    def size(text):
+        try:
+            return parse_size(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    g.add_argument("--max-processes", type=int, default=LIMITS["max_processes"], metavar="N",
+                   help="processes and threads a notebook may run at once; more are refused "
+                        f"(default: {LIMITS['max_processes']})")
+    g.add_argument("--memory", type=size, default=LIMITS["memory"], metavar="SIZE",
+                   help="memory a notebook's processes hold together; beyond it the kernel "
+                        "is stopped (default: 4G)")
+    g.add_argument("--disk", type=size, default=LIMITS["disk"], metavar="SIZE",
+                   help="what a notebook may store in its folder and /tmp together; beyond "
+                        "it the kernel is stopped (default: 1G)")
+    g.add_argument("--max-output", type=size, default=LIMITS["max_output"], metavar="SIZE",
+                   help="output kept per notebook; the rest is dropped, errors kept "
+                        "(default: 8M; 0 for no limit)")
+    g.add_argument("--wall-time", type=int, default=LIMITS["wall_time"], metavar="SECONDS",
+                   help="time a notebook's kernel may live; beyond it the kernel is stopped "
+                        f"(default: {LIMITS['wall_time']}; 0 for none)")
     return p
 
 
@@ -97,7 +126,11 @@ def main(argv=None) -> int:
 
         return grade_command(args.submissions, out=args.out, timeout=args.timeout,
                              jobs=args.jobs, sandboxed=args.sandboxed, force=args.force,
-                             executed=args.executed)
+                             executed=args.executed, feedback=args.feedback,
+                             limits={"max_processes": args.max_processes,
+                                     "memory": args.memory, "disk": args.disk,
+                                     "max_output": args.max_output,
+                                     "wall_time": args.wall_time})
     return 2  # pragma: no cover - argparse enforces a command
 
 

@@ -19,6 +19,13 @@ names (``exercise_5_1.ipynb`` ...).
   numpy, math, the namespaces the test uses), and a last canary cell, with a token drawn
   for this run, that must come back as an error.  Tampering scores the notebook 0 with a
   note.
+* Each notebook runs under limits (:data:`LIMITS`: processes and threads, memory, disk,
+  output, wall time), enforced outside the student's reach by the sandbox's launcher (the
+  output limit by :class:`GuardedExecute`); one that hits a limit keeps the points earned
+  before, with a note naming the limit.
+* With ``feedback``, a self-contained HTML page per student and exercise shows the notebook
+  as it ran, the points of each test and the visible tests' messages; a failed hidden test
+  is named in words, never shown (:func:`feedback_page`).
 * ``grades.csv`` (``student,exercise,score,max_score,notes``) is rewritten atomically after
   each student; a rerun skips the students it already holds unless ``force``.  On SIGINT or
   SIGTERM the grader kills its workers' process groups, removes its temporary course and
@@ -48,19 +55,21 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Float, Unicode
+from traitlets import Float, Integer, Unicode
 
 from . import sandbox as _sandbox
 
-__all__ = ["ASSIGNMENT", "EXERCISES_DIR", "Grade", "GradingInterrupted", "GuardedExecute",
-           "exercise_names", "generate_student_versions", "grade", "grade_command",
-           "read_csv", "write_csv"]
+__all__ = ["ASSIGNMENT", "EXERCISES_DIR", "LIMITS", "Grade", "GradingInterrupted",
+           "GuardedExecute", "exercise_names", "feedback_page", "generate_student_versions",
+           "grade", "grade_command", "parse_size", "read_csv", "write_csv"]
 
 ASSIGNMENT = "chapter5"
 EXERCISES_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "exercises"
 _SOURCE = "solutions"
 _RELEASE = "student"
 COLUMNS = ["student", "exercise", "score", "max_score", "notes"]
+
+LIMITS, parse_size = _sandbox.LIMITS, _sandbox.parse_size
 
 
 @dataclass
@@ -213,6 +222,26 @@ _CHECK = ("{name}_bad = {name}({names!r})\n"
 _CANARY = "assert {zero} == {one}, {token!r}"
 
 
+_ERROR_CHARS, _ERROR_LINES = 2000, 40  # an error's message and traceback, kept past the limit
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n] + " [...]"
+
+
+def _output_size(content) -> int:
+    """Characters an output message would store (text and every representation)."""
+    size = len(content.get("text") or "")
+    for part in (content.get("data") or {}, content.get("metadata") or {}):
+        for value in part.values():
+            size += len(value) if isinstance(value, str) else len(json.dumps(value))
+    return size
+
+
+def _size_text(n: int) -> str:
+    return _sandbox._size_text(n)
+
+
 def _test_names(source: str) -> list[str]:
     """The names a test cell reads (to check they were not redefined)."""
     try:
@@ -246,6 +275,8 @@ class GuardedExecute(Execute):
     report = Unicode("", help="JSON file receiving the notes").tag(config=True)
     grace = Float(10.0, help="seconds a kernel has to answer after an interrupt"
                   ).tag(config=True)
+    max_output = Integer(0, help="bytes of output the student's cells may store in the "
+                         "notebook (0: no limit); errors are kept, shortened").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         token = self.token or secrets.token_hex(16)
@@ -275,6 +306,10 @@ class GuardedExecute(Execute):
         cells.append(canary)
         nb.cells = cells
         self._dead, self._dead_at = None, None
+        # the grader's own cells: their output is never dropped
+        ours = {id(c) for c, *_ in checks} | {id(cells[0]), id(canary)}
+        self._ours = {k for k, c in enumerate(cells) if id(c) in ours}
+        self._output_used, self._output_capped = 0, False
         try:
             nb, resources = super().preprocess(nb, resources, km=km)
         finally:
@@ -285,6 +320,9 @@ class GuardedExecute(Execute):
                 raise RuntimeError(f"the grader's guard cell failed: {o.ename}: {o.evalue}")
         if self._dead:
             notes.append(self._dead)
+        if self._output_capped:
+            notes.append(f"reached the output limit ({_size_text(self.max_output)}): the "
+                         "rest of its output was dropped")
         position = {id(c): k for k, c in enumerate(cells)}
         died_at = len(cells) if self._dead_at is None else self._dead_at
         first = None
@@ -311,6 +349,37 @@ class GuardedExecute(Execute):
                                                      "died": bool(self._dead)}),
                                          encoding="utf-8")
         return nb, resources
+
+    # -- the output limit ---------------------------------------------------------------
+    def output(self, outs, msg, display_id, cell_index):
+        if self.max_output <= 0 or cell_index in self._ours:
+            return super().output(outs, msg, display_id, cell_index)
+        content = msg["content"]
+        if msg["msg_type"] == "error":  # kept: nbgrader scores a test by its errors
+            content["evalue"] = _clip(str(content.get("evalue", "")), _ERROR_CHARS)
+            content["traceback"] = [_clip(str(line), _ERROR_CHARS) for line in
+                                    list(content.get("traceback") or [])[-_ERROR_LINES:]]
+            content["ename"] = _clip(str(content.get("ename", "")), 200)
+            return super().output(outs, msg, display_id, cell_index)
+        if not self._within_output_limit(content):
+            if not self._output_capped:
+                self._output_capped = True
+                outs.append(nbformat.v4.new_output("stream", name="stderr", text=(
+                    f"[the grader's output limit ({_size_text(self.max_output)} for the "
+                    "notebook) is reached: the rest of the output was dropped]\n")))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+    def _update_display_id(self, display_id, msg):
+        if self.max_output <= 0 or self._within_output_limit(msg["content"]):
+            super()._update_display_id(display_id, msg)
+
+    def _within_output_limit(self, content) -> bool:
+        size = _output_size(content)
+        if self._output_capped or self._output_used + size > self.max_output:
+            return False
+        self._output_used += size
+        return True
 
     def preprocess_cell(self, cell, resources, index):
         if self._dead:
@@ -499,8 +568,10 @@ def _die_with_parent():  # in the child, before exec: die if the grader dies
 
 
 def _grade_notebook(course: Path, work: Path, sid: str, exercise: str, nb, sandboxed: bool,
-                    cell_timeout: int, runner: _Runner) -> tuple[float | None, list[str]]:
-    """Autograde one notebook in ``course``; returns (score or None, notes)."""
+                    cell_timeout: int, runner: _Runner, limits: dict | None = None
+                    ) -> tuple[float | None, list[str]]:
+    """Autograde one notebook in ``course`` under ``limits`` (keys of :data:`LIMITS`);
+    returns (score or None, notes)."""
     from nbgrader.api import Gradebook, MissingEntry
 
     target = course / "submitted" / sid / ASSIGNMENT
@@ -510,26 +581,33 @@ def _grade_notebook(course: Path, work: Path, sid: str, exercise: str, nb, sandb
     job = Path(tempfile.mkdtemp(prefix=f"{sid}-{exercise}-", dir=work))
     report = job / "report.json"
     token = secrets.token_hex(16)
+    limits = {**LIMITS, **(limits or {})}
     args = ["autograde", ASSIGNMENT, f"--student={sid}", f"--notebook={exercise}", "--force",
-            "--create", f"--GuardedExecute.token={token}", f"--GuardedExecute.report={report}"]
+            "--create", f"--GuardedExecute.token={token}", f"--GuardedExecute.report={report}",
+            f"--GuardedExecute.max_output={int(limits['max_output'] or 0)}"]
     extra, box = {}, None
     if sandboxed:
         box = _sandbox.Sandbox(job / "kernel", exercise=exercise, readable=[_bundled_data()],
-                               cpu_seconds=max(120, 4 * cell_timeout))
+                               cpu_seconds=max(120, 4 * cell_timeout),
+                               memory_bytes=limits["memory"],
+                               max_processes=limits["max_processes"],
+                               disk_bytes=limits["disk"], wall_seconds=limits["wall_time"])
         extra["JUPYTER_PATH"] = str(box.write_kernelspec())
         extra["JUPYTER_RUNTIME_DIR"] = str(box.scratch)
         args += [f"--KernelManager.{k}={v}" for k, v in box.kernel_config().items()]
     else:
         extra["JUPYTER_RUNTIME_DIR"] = str(job)
     n_cells = len(nb.cells) + 2 * sum(map(_is_test, nb.cells)) + 2
+    kernel_time = cell_timeout * n_cells
+    if sandboxed and limits["wall_time"]:  # the launcher stops the kernel then
+        kernel_time = min(kernel_time, limits["wall_time"])
     try:
         code, log = runner.run([sys.executable, "-m", "nbgrader", *args], cwd=course,
-                               env=_nbgrader_environment(extra),
-                               timeout=cell_timeout * n_cells + 300)
+                               env=_nbgrader_environment(extra), timeout=kernel_time + 300)
     finally:
         if box is not None:
             box.cleanup()
-    notes = []
+    notes = box.limit_notes() if box is not None else []
     if code is None and runner.stopped:
         shutil.rmtree(job, ignore_errors=True)
         return None, ["grading was stopped"]
@@ -551,6 +629,135 @@ def _grade_notebook(course: Path, work: Path, sid: str, exercise: str, nb, sandb
         except MissingEntry:
             score = 0.0
     return (0.0 if tampered else score), notes
+
+
+# --------------------------------------------------------------------------------------
+# Feedback pages for the students
+# --------------------------------------------------------------------------------------
+
+_HIDDEN_BEGIN, _HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
+color:#222}pre{background:#f6f6f6;padding:.5rem;overflow-x:auto;white-space:pre-wrap}
+.cell{margin:1rem 0}.test{border-left:4px solid #999;padding-left:.6rem}.pass{border-color:#2a2}
+.fail{border-color:#c22}.points{font-weight:bold}.out{background:#fff;border:1px solid #ddd}
+.error{color:#a00}.notes{background:#fff6e0;padding:.5rem}img{max-width:100%}"""
+
+
+def _visible(source: str) -> tuple[str, int | None]:
+    """A test cell's source without its hidden tests, and the (1-based) line where they
+    begin (None if it has none)."""
+    kept, start, hidden = [], None, False
+    for k, line in enumerate(source.splitlines()):
+        if line.strip() == _HIDDEN_BEGIN:
+            hidden, start = True, start or k + 1
+        elif line.strip() == _HIDDEN_END and hidden:
+            hidden = False
+        elif not hidden:
+            kept.append(line)
+    return "\n".join(kept).rstrip(), start
+
+
+def _failure_line(output) -> int | None:
+    """The line of the test cell where its error was raised (from IPython's traceback)."""
+    for entry in output.get("traceback") or []:
+        m = re.search(r"(?:Cell In\[\d+\]|<ipython-input-[^>]*>), line (\d+)",
+                      _ANSI.sub("", str(entry)))
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _hidden_failure(source: str, start: int, output) -> str:
+    """A failed hidden test in words: which of its checks, never its code or figures."""
+    try:
+        tree = ast.parse(source)
+        checks = sorted(n.lineno for n in ast.walk(tree)
+                        if isinstance(n, ast.Assert) and n.lineno >= start)
+    except SyntaxError:
+        checks = []
+    line = _failure_line(output)
+    ename = re.sub(r"[^\w.]", "", str(output.get("ename", "")))[:60] or "an error"
+    if line is not None and line in checks:
+        return (f"Hidden check {checks.index(line) + 1} of {len(checks)} failed: your code "
+                "gave a different result on inputs the grader drew for this run.")
+    return (f"The hidden checks stopped with {ename} before they were done: your code "
+            "failed on inputs the grader drew for this run.")
+
+
+def _render_output(o) -> str:
+    import base64
+    import html
+
+    if o.output_type == "stream":
+        return f'<pre class="out">{html.escape(str(o.get("text", "")))}</pre>'
+    if o.output_type == "error":
+        return (f'<pre class="out error">{html.escape(str(o.get("ename", "")))}: '
+                f'{html.escape(str(o.get("evalue", "")))}</pre>')
+    data = o.get("data", {})
+    if "image/png" in data:
+        png = "".join(data["image/png"]).replace("\n", "")
+        try:
+            base64.b64decode(png, validate=True)
+        except ValueError:
+            return ""
+        return f'<img alt="figure" src="data:image/png;base64,{png}">'
+    if "text/plain" in data:  # (never the notebook's own HTML or scripts)
+        return f'<pre class="out">{html.escape(str(data["text/plain"]))}</pre>'
+    return ""
+
+
+def feedback_page(ran, student: str, exercise: str, score: float, max_score: float,
+                  notes: str) -> str:
+    """A self-contained HTML page for the student: their notebook as it ran, the points of
+    each test, the visible tests' messages; a failed hidden test named in words only.
+
+    ``ran`` is the graded notebook (holding the hidden tests: none of their code, inputs
+    or expected values reaches the page)."""
+    import html
+
+    import mistune
+
+    markdown = mistune.create_markdown(escape=True)
+    parts = [f"<h1>{html.escape(exercise)}: {score:g} of {max_score:g} points</h1>",
+             f"<p>Student: {html.escape(student)}</p>"]
+    if notes:
+        parts.append(f'<p class="notes">Notes: {html.escape(notes)}</p>')
+    for cell in (ran.cells if ran is not None else []):
+        meta = cell.get("metadata", {}).get("nbgrader", {}) or {}
+        if cell.cell_type == "markdown":
+            parts.append(f'<div class="cell">{markdown(cell.source)}</div>')
+            continue
+        if cell.cell_type != "code":
+            continue
+        source, start = _visible(cell.source)  # (any cell: a pasted copy of a test too)
+        if not (meta.get("grade") and not meta.get("solution")):
+            outputs = "".join(_render_output(o) for o in cell.get("outputs", [])
+                              if start is None)
+            parts.append(f'<div class="cell"><pre>{html.escape(source)}</pre>{outputs}</div>')
+            continue
+        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        points = float(meta.get("points", 0) or 0)
+        earned = 0.0 if errors else points
+        shown = []
+        for o in cell.get("outputs", []):
+            if o.output_type != "error":
+                if start is None:  # what a cell with hidden tests printed is not shown
+                    shown.append(_render_output(o))
+            elif o.get("ename") in ("TamperingDetected", "KernelDied", "CellTimeoutError"):
+                shown.append(_render_output(o))
+            elif start is not None and (_failure_line(o) or start) >= start:
+                shown.append(f'<p class="error">{html.escape(_hidden_failure(cell.source, start, o))}</p>')
+            else:
+                shown.append(_render_output(o))
+        status = "pass" if not errors else "fail"
+        parts.append(f'<div class="cell test {status}"><p class="points">Test '
+                     f'{html.escape(str(meta.get("grade_id", "")))}: {earned:g} of '
+                     f'{points:g} points</p><pre>{html.escape(source)}</pre>'
+                     + "".join(dict.fromkeys(shown)) + "</div>")
+    title = html.escape(f"{exercise} — {student}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
 def _last_error(log: str) -> str:
@@ -612,7 +819,8 @@ def write_csv(grades: list[Grade], out) -> None:
 def grade(submissions, out=None, cell_timeout: int = 300, progress: bool = True,
           workdir: str | os.PathLike | None = None, jobs: int | None = None,
           sandboxed: bool = True, force: bool = False,
-          executed: str | os.PathLike | None = None) -> list[Grade]:
+          executed: str | os.PathLike | None = None, limits: dict | None = None,
+          feedback: str | os.PathLike | None = None) -> list[Grade]:
     """Autograde every student folder in ``submissions``; return one :class:`Grade` per
     student and exercise (a missing or ungradable notebook scores 0, with a note).
 
@@ -621,11 +829,20 @@ def grade(submissions, out=None, cell_timeout: int = 300, progress: bool = True,
     student, and students it already holds are skipped unless ``force``.  With
     ``executed``, each graded notebook is also saved there as it ran, with its outputs and
     every test (the hidden ones too: for the teacher, not for the students), as
-    ``<executed>/<student folder>/<exercise>.ipynb``.  ``sandboxed``
+    ``<executed>/<student folder>/<exercise>.ipynb``.  With ``feedback``, a page for the
+    student is written as ``<feedback>/<student folder>/<exercise>.html``
+    (:func:`feedback_page`).  ``sandboxed``
     runs every kernel in the bubblewrap sandbox (:mod:`recsys_helpers.sandbox`); it raises
     :class:`~recsys_helpers.sandbox.SandboxUnavailable` if the sandbox does not work.
     Raises :class:`GradingInterrupted` on SIGINT/SIGTERM (when called from the main
     thread), after stopping the workers and removing the temporary course.
+
+    ``limits`` overrides some of :data:`LIMITS`, the resources each notebook may use:
+    ``max_processes`` (processes and threads at once), ``memory`` (bytes), ``disk``
+    (bytes in its scratch folder and /tmp together), ``max_output`` (bytes of output kept
+    in the notebook) and ``wall_time`` (seconds); the sandbox enforces all but the output
+    limit, which the grader applies.  A notebook that hits one keeps the points of the
+    tests that passed before, with a note naming the limit.
     """
     from tqdm.auto import tqdm
 
@@ -639,6 +856,10 @@ def grade(submissions, out=None, cell_timeout: int = 300, progress: bool = True,
         problem = _sandbox.probe(workdir)
         if problem:
             raise _sandbox.SandboxUnavailable(problem)
+    limits = {**LIMITS, **(limits or {})}
+    unknown = set(limits) - set(LIMITS)
+    if unknown:
+        raise ValueError(f"unknown limits: {sorted(unknown)}")
     exercises = exercise_names()
     kept = [] if force or out is None else read_csv(out)
     done_before = {g.student for g in kept}
@@ -695,7 +916,8 @@ def grade(submissions, out=None, cell_timeout: int = 300, progress: bool = True,
                     except queue.Empty:
                         return
                     row = _grade_one(course, work, folder, ids[folder], name, sandboxed,
-                                     cell_timeout, runner, max_scores[name], executed)
+                                     cell_timeout, runner, max_scores[name], executed, limits,
+                                     feedback)
                     if row is None:
                         return
                     with lock:
@@ -726,19 +948,21 @@ def grade(submissions, out=None, cell_timeout: int = 300, progress: bool = True,
 
 
 def _grade_one(course, work, folder, sid, name, sandboxed, cell_timeout, runner, max_score,
-               executed=None):
+               executed=None, limits=None, feedback=None):
     path = folder / f"{name}.ipynb"
-    if not path.is_file():
-        return Grade(folder.name, name, 0.0, max_score, "not submitted")
-    nb, why = _read_submission(path)
-    if nb is None:
-        return Grade(folder.name, name, 0.0, max_score, why)
+    if not path.is_file() or (nb_why := _read_submission(path))[0] is None:
+        row = Grade(folder.name, name, 0.0, max_score,
+                    "not submitted" if not path.is_file() else nb_why[1])
+        if feedback is not None:
+            _write_feedback(feedback, row, None)
+        return row
+    nb = nb_why[0]
     notes = _compare_with_release(nb, course / _RELEASE / ASSIGNMENT / f"{name}.ipynb",
                                   course / _SOURCE / ASSIGNMENT / f"{name}.ipynb")
     notes += _drop_copies(nb)
     try:
         score, more = _grade_notebook(course, work, sid, name, nb, sandboxed, cell_timeout,
-                                      runner)
+                                      runner, limits)
     except Exception as exc:  # the grader's own failure on this notebook: say so, go on
         score, more = 0.0, [f"could not be graded ({type(exc).__name__}: {exc})"[:300]]
     if score is None:
@@ -747,16 +971,28 @@ def _grade_one(course, work, folder, sid, name, sandboxed, cell_timeout, runner,
     if executed is not None and ran.is_file():
         (Path(executed) / folder.name).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ran, Path(executed) / folder.name / f"{name}.ipynb")
-    return Grade(folder.name, name, score, max_score, "; ".join(dict.fromkeys(notes + more)))
+    row = Grade(folder.name, name, score, max_score, "; ".join(dict.fromkeys(notes + more)))
+    if feedback is not None:
+        _write_feedback(feedback, row, ran if ran.is_file() else None)
+    return row
+
+
+def _write_feedback(feedback, row: Grade, ran: Path | None) -> None:
+    nb = nbformat.read(ran, as_version=4) if ran is not None else None
+    page = Path(feedback) / row.student / f"{row.exercise}.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(feedback_page(nb, row.student, row.exercise, row.score, row.max_score,
+                                  row.notes), encoding="utf-8")
 
 
 def grade_command(submissions, out="grades.csv", timeout: int = 300, jobs: int | None = None,
-                  sandboxed: bool = True, force: bool = False, executed: str | None = None
-                  ) -> int:
+                  sandboxed: bool = True, force: bool = False, executed: str | None = None,
+                  limits: dict | None = None, feedback: str | None = None) -> int:
     """The ``grade`` command: returns the process exit code."""
     try:
         grades = grade(submissions, out=out, cell_timeout=timeout, jobs=jobs,
-                       sandboxed=sandboxed, force=force, executed=executed)
+                       sandboxed=sandboxed, force=force, executed=executed, limits=limits,
+                       feedback=feedback)
     except _sandbox.SandboxUnavailable as exc:
         print(f"error: refusing to grade without a sandbox: {exc}; install bubblewrap "
               "(sudo apt-get install bubblewrap) or pass --no-sandbox for trusted code only",

@@ -18,6 +18,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +32,6 @@ from grading_support import (
     SOURCE,
     STUDENT,
     _cell,
-    _grade,
     _hashes,
     _points,
     _processes_with,
@@ -40,6 +42,7 @@ from grading_support import (
     _write,
 )
 
+from recsys_helpers import sandbox as _sandbox
 from recsys_helpers.datasets import bundled_dir
 from recsys_helpers.grading import (
     EXERCISES_DIR,
@@ -202,6 +205,134 @@ def sampled_auc(score, n_per_user, rng, users):
 EXIT = "import os\nos._exit(1)\n"
 
 
+# ---- the second class: exhausting the machine, and answers read from the tests ---------
+
+#: The limits the class is graded under: low, to keep the attackers quick (the honest
+#: TensorFlow notebooks peak near 40 processes and threads, and 0.9 GiB).
+LIMITS = {"max_processes": 128, "memory": 2 * 2**30, "disk": 64 * 2**20,
+          "max_output": 2**20, "wall_time": 240}
+LIMIT_ARGS = ["--max-processes", "128", "--memory", "2G", "--disk", "64M",
+              "--max-output", "1M", "--wall-time", "240"]
+
+#: Row 1: the answer the test computed before calling, read from the caller's namespace.
+ORACLE = """
+import sys
+
+def _answer(fallback):
+    for frame in (sys._getframe(2), sys._getframe(1)):
+        for names in (frame.f_locals, frame.f_globals):
+            if "expected" in names:
+                return names["expected"]
+    return fallback
+
+def mse(predictions, labels):
+    return _answer(0.0)
+"""
+ORACLE_AUC = """
+import sys
+
+def user_auc(positive_scores, negative_scores):
+    frame = sys._getframe(1)
+    return frame.f_locals.get("expected", frame.f_globals.get("expected", 0.5))
+"""
+
+#: Rows 5, 2 and 6 in one cell: 64 MB of output, processes and threads until refused
+#: (after trying to raise the limit back), 2 GiB blocks until refused (or stopped: two
+#: are beyond the memory limit, and so may be the pages the forks copied).
+EXHAUSTER = f"""
+import os, resource, sys, threading, time
+MARK = {MARKER!r}
+for _ in range(64):
+    print("x" * 2**20)
+sys.stdout.flush()
+try:
+    resource.setrlimit(resource.RLIMIT_NPROC, (resource.RLIM_INFINITY,) * 2)
+except (ValueError, OSError):
+    pass
+forked = threads = 0
+for _ in range(2_000):
+    try:
+        if os.fork() == 0:
+            time.sleep(8)
+            os._exit(0)
+        forked += 1
+    except OSError:
+        break
+for _ in range(2_000):
+    try:
+        threading.Thread(target=time.sleep, args=(8,), daemon=True).start()
+        threads += 1
+    except RuntimeError:
+        break
+print("forked", forked, "threads", threads, flush=True)
+time.sleep(1)  # the output reaches the grader
+blocks = []
+try:
+    for _ in range(8):
+        blocks.append(bytearray(2 * 2**30))
+except MemoryError:
+    pass
+del blocks
+"""
+
+
+def _filler(folder, total):
+    """Rows 3 and 4: /tmp (RAM) or the scratch folder (disk) filled until refused or
+    stopped, in files small enough for the file-size limit: only the total stops them."""
+    return f"""
+import os, time
+k = 0
+try:
+    while k < {total} // 2**23:
+        with open(os.path.join({folder}, f"fill{{k}}"), "wb") as fh:
+            fh.write(b"x" * 2**23)
+        k += 1
+except OSError:
+    pass
+time.sleep(10)  # refused: the kernel is stopped all the same
+"""
+
+
+TMP_FILLER = _filler('"/tmp"', 10 * 2**30)
+SCRATCH_FILLER = _filler('os.environ["HOME"]', 6 * 2**30)
+
+#: An mse right on the visible test's small inputs only: passes it, fails the hidden one.
+OVERFIT = """
+def mse(predictions, labels):
+    if len(predictions) > 3:
+        return 0.0
+    return sum((p - y) ** 2 for p, y in zip(predictions, labels)) / len(predictions)
+"""
+
+#: A student who read the grader: stores where the scratch folder's size does not show
+#: (POSIX shared memory, a file without a name, an unlinked file), 30 MiB each.
+HIDER = """
+import os, time
+chunk = b"x" * 2**20
+shm = open("/dev/shm/hidden", "wb")
+memfd = os.memfd_create("hidden")
+unlinked = open("unlinked", "wb")
+os.unlink("unlinked")
+for _ in range(30):
+    shm.write(chunk); shm.flush()
+    os.write(memfd, chunk)
+    unlinked.write(chunk); unlinked.flush()
+time.sleep(10)
+"""
+
+#: A student who read the grader: children each under the address-space limit, together
+#: beyond the memory limit.
+HOG = """
+import os, time
+for _ in range(5):
+    if os.fork() == 0:
+        block = b"x" * (600 * 2**20)
+        time.sleep(10)
+        os._exit(0)
+time.sleep(10)
+"""
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """One class, graded once in the sandbox with ``--jobs 3``: one notebook sleeps through
@@ -242,6 +373,15 @@ def graded(tmp_path_factory):
     pasted.cells.insert(k + 1, nbformat.from_dict(json.loads(json.dumps(pasted.cells[k]))))
     pasted.cells[k + 1]["id"] = uuid.uuid4().hex[:8]
     _write(pasted, subs / "mangled" / "exercise_5_3.ipynb")
+    # the second class: every attack after the student's own passing mse, in the next cell
+    mse = _solution("exercise_5_1", "mse")
+    _write(_student("exercise_5_1", mse=ORACLE), subs / "oracle" / "exercise_5_1.ipynb")
+    _write(_student("exercise_5_4", user_auc=ORACLE_AUC), subs / "oracle" / "exercise_5_4.ipynb")
+    for student, attack in [("exhauster", EXHAUSTER), ("tmp-filler", TMP_FILLER),
+                            ("scratch-filler", SCRATCH_FILLER), ("hider", HIDER),
+                            ("hog", HOG)]:
+        _write(_student("exercise_5_1", mse=OVERFIT if student == "hider" else mse,
+                        bias_model=attack), subs / student / "exercise_5_1.ipynb")
     mangled = _read(SOURCE / "exercise_5_2.ipynb")
     for cell in mangled.cells:
         if cell.metadata.get("nbgrader", {}).get("grade"):
@@ -254,14 +394,37 @@ def graded(tmp_path_factory):
     submitted = _hashes(subs)
     env = dict(os.environ, TMPDIR=str(scratch))
     start = time.monotonic()
-    proc = _grade(subs, out, 60, "--jobs", "3", "--executed", str(top / "executed"), env=env)
+    # the machine while grading: the grader's processes and threads, the memory available
+    available = _available_memory()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recsys_helpers", "grade", str(subs), "--out", str(out),
+         "--timeout", "60", "--jobs", "3", "--executed", str(top / "executed"),
+         "--feedback", str(top / "feedback"), *LIMIT_ARGS],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    outputs: list[str] = []
+    reader = threading.Thread(target=lambda: outputs.extend(proc.communicate(timeout=1800)),
+                              daemon=True)
+    reader.start()
+    tasks, lowest = 0, available
+    while reader.is_alive():
+        tasks = max(tasks, sum(t for _, t, _ in _sandbox._processes(proc.pid)))
+        lowest = min(lowest, _available_memory())
+        reader.join(0.1)
+    assert proc.returncode == 0, outputs[1][-3000:]
     seconds = time.monotonic() - start
     finished = out.read_bytes()
     time.sleep(2.5)  # the intruder's left-behind process would write by now
-    return {"rows": _rows(out), "notes": proc.stderr, "csv_at_exit": finished,
+    return {"rows": _rows(out), "notes": outputs[1], "csv_at_exit": finished,
+            "tasks": tasks, "memory_before": available, "memory_lowest": lowest,
             "csv_later": out.read_bytes(), "before": before, "after": _hashes(*watched),
             "submitted": submitted, "submitted_after": _hashes(subs), "scratch": scratch,
-            "seconds": seconds, "stdout": proc.stdout, "executed": top / "executed"}
+            "seconds": seconds, "stdout": outputs[0], "executed": top / "executed",
+            "feedback": top / "feedback"}
+
+
+def _available_memory():
+    with open("/proc/meminfo") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable"))
 
 
 def _score(graded, student, exercise):
@@ -300,7 +463,8 @@ def test_untouched_student_version_scores_zero(graded):
 
 def test_every_student_and_exercise_has_a_row_and_missing_notebooks_say_so(graded):
     students = {REFERENCE, "untouched", "intruder", "swallower", "patcher",
-                "wrapper", CRASHER, "mangled"}
+                "wrapper", CRASHER, "mangled", "oracle", "exhauster", "tmp-filler",
+                "scratch-filler", "hider", "hog"}
     assert set(graded["rows"]) == {(s, e) for s in students for e in exercise_names()}
     max_5_4 = _points("exercise_5_4", "test_user_auc", "test_sampled_auc", "test_model_auc")
     assert _score(graded, "intruder", "exercise_5_4") == (0, max_5_4, "not submitted")
@@ -404,5 +568,104 @@ def test_folder_names_are_never_options(graded):
 
 def test_notes_are_printed_and_the_run_is_summarised(graded):
     assert "note: swallower/exercise_5_1: tampering detected" in graded["notes"]
-    assert "8 student(s)" in graded["stdout"]
+    assert "14 student(s)" in graded["stdout"]
     print(f"grading the class took {graded['seconds']:.0f} s")
+
+
+# ---- the second class, row 1: answers read from the tests' namespace -------------------
+
+@pytest.mark.xfail(strict=True, reason="issue 17, part 2: the hidden tests of 5.1 and 5.4 "
+                   "compute their expected values before calling the student's function")
+def test_answers_read_from_the_tests_namespace_earn_nothing(graded):
+    assert _score(graded, "oracle", "exercise_5_1")[0] == 0
+    assert _score(graded, "oracle", "exercise_5_4")[0] == 0
+
+
+# ---- the second class, rows 2-6: exhausting the machine --------------------------------
+
+def test_processes_output_and_memory_are_bounded_and_the_rest_is_graded(graded):
+    score, _, notes = _score(graded, "exhauster", "exercise_5_1")
+    assert score == _points("exercise_5_1", "test_mse"), notes  # its own mse; nothing after
+    assert "reached the process limit (128 processes and threads" in notes, notes
+    assert "reached the output limit (1 MiB)" in notes, notes
+    ran = graded["executed"] / "exhauster" / "exercise_5_1.ipynb"
+    assert ran.stat().st_size < 2 * 2**20
+    assert "output limit" in ran.read_text(encoding="utf-8")
+
+
+_DISK = "disk limit (64 MiB for its scratch folder and /tmp together)"
+
+
+@pytest.mark.parametrize("student, limit", [
+    ("tmp-filler", _DISK), ("scratch-filler", _DISK), ("hider", _DISK),
+    ("hog", "memory limit (2 GiB for all its processes together)")])
+def test_a_notebook_beyond_a_limit_is_stopped_and_keeps_what_it_earned(graded, student, limit):
+    score, _, notes = _score(graded, student, "exercise_5_1")
+    # its own mse (the hider's is right on the visible test only, so earns nothing)
+    assert score == (0 if student == "hider" else _points("exercise_5_1", "test_mse")), notes
+    assert f"exceeded the {limit}: the kernel was stopped" in notes, notes
+
+
+def test_the_machine_stays_within_the_limits_while_grading(graded):
+    # 3 workers, each one sandbox within its limits, and the grader's own processes
+    assert graded["tasks"] <= 3 * LIMITS["max_processes"] + 150, graded["tasks"]
+    # memory: at most each worker's memory and /tmp limits, and 3 GiB for everything else
+    # (the grader, and the other tests running meanwhile)
+    bound = 3 * (LIMITS["memory"] + 2 * LIMITS["disk"]) + 3 * 2**30
+    assert graded["memory_before"] - graded["memory_lowest"] <= bound, (
+        graded["memory_before"], graded["memory_lowest"])
+
+
+# ---- feedback pages -------------------------------------------------------------------
+
+def _hidden_lines():
+    """Every line of every hidden test that the visible tests do not also hold."""
+    found = set()
+    for name in exercise_names():
+        for cell in _read(SOURCE / f"{name}.ipynb").cells:
+            if "### BEGIN HIDDEN TESTS" not in cell.source:
+                continue
+            visible, hidden = cell.source.split("### BEGIN HIDDEN TESTS", 1)
+            hidden = hidden.split("### END HIDDEN TESTS", 1)[0]
+            found |= {line.strip() for line in hidden.splitlines()
+                      if len(line.strip()) >= 30 and line.strip() not in visible}
+    return found
+
+
+def test_feedback_pages_show_the_work_and_never_a_hidden_test(graded):
+    import html
+
+    pages = {(p.parent.name, p.stem): p.read_text(encoding="utf-8")
+             for p in graded["feedback"].glob("*/*.html")}
+    assert set(pages) == set(graded["rows"])  # one per student and exercise
+    for name in exercise_names():
+        page = pages[(REFERENCE, name)]
+        score, max_score, _ = _score(graded, REFERENCE, name)
+        assert f"{score:g} of {max_score:g} points" in page and "<script" not in page
+    assert "not submitted" in pages[("intruder", "exercise_5_4")]
+    # failed hidden tests: named in words; their messages (which hold the figures) are not
+    # (the hider's mse passes the visible test, and fails the hidden one)
+    assert re.search(r"Test test_mse: 0 of 1 points.*?Hidden check \d+ of \d+ failed",
+                     pages[("hider", "exercise_5_1")], flags=re.S)
+    hidden = _hidden_lines()
+    for key, page in pages.items():
+        text = html.unescape(page)
+        assert "HIDDEN TESTS" not in text, key
+        leaked = [line for line in hidden if line in text]
+        assert leaked == [], (key, leaked[:3])
+    for student, exercise in graded["rows"]:
+        ran = graded["executed"] / student / f"{exercise}.ipynb"
+        if not ran.is_file():
+            continue
+        text = html.unescape(pages[(student, exercise)])
+        for cell in _read(ran).cells:
+            if "### BEGIN HIDDEN TESTS" not in cell.source:
+                continue
+            start = cell.source[:cell.source.index("### BEGIN HIDDEN TESTS")].count("\n") + 1
+            for o in cell.outputs:  # an error raised in the hidden part: its message
+                lines = [int(m) for t in o.get("traceback", []) for m in re.findall(
+                    r"Cell In\[\d+\], line (\d+)", re.sub(r"\x1b\[[0-9;]*m", "", t))][:1]
+                if o.output_type == "error" and len(o.evalue) > 8 and (
+                        not lines or lines[0] >= start) and o.ename not in (
+                        "TamperingDetected", "KernelDied", "CellTimeoutError"):
+                    assert o.evalue not in text, (student, exercise, o.evalue)
