@@ -659,13 +659,19 @@ def _visible(source: str) -> tuple[str, int | None]:
 
 
 def _failure_line(output) -> int | None:
-    """The line of the test cell where its error was raised (from IPython's traceback)."""
+    """The line of the test cell where its error was raised (from IPython's traceback):
+    of the frames in the test cell itself (the outermost frame's cell), the innermost, so
+    that a check inside a helper function of the test cell is found too."""
+    found = []
     for entry in output.get("traceback") or []:
-        m = re.search(r"(?:Cell In\[\d+\]|<ipython-input-[^>]*>), line (\d+)",
+        m = re.search(r"(Cell In\[\d+\]|<ipython-input-[^>]*>), line (\d+)",
                       _ANSI.sub("", str(entry)))
         if m:
-            return int(m.group(1))
-    return None
+            found.append((m.group(1), int(m.group(2))))
+    if not found:
+        return None
+    cell = found[0][0]
+    return [line for where, line in found if where == cell][-1]
 
 
 def _hidden_failure(source: str, start: int, output) -> str:
