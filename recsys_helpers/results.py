@@ -60,23 +60,35 @@ def record(name: str, value) -> None:
     print(text)
 
 
+def payloads(outputs, mime: str = MIME_TYPE):
+    """The payloads of one custom MIME type in a list of cell outputs (nbformat dicts)."""
+    for out in outputs:
+        data = out.get("data", {}) if isinstance(out, dict) else {}
+        if mime in data:
+            payload = data[mime]
+            yield json.loads(payload) if isinstance(payload, str) else payload
+
+
+def notebook_payloads(notebook, mime: str = MIME_TYPE):
+    """The payloads of one custom MIME type in an executed notebook (a path or a node)."""
+    if isinstance(notebook, (str, Path)):
+        notebook = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    for cell in notebook["cells"]:
+        if cell.get("cell_type") == "code":
+            yield from payloads(cell.get("outputs", []), mime)
+
+
 def results_from_outputs(outputs) -> dict:
     """The figures recorded in a list of cell outputs (nbformat dicts)."""
     found = {}
-    for out in outputs:
-        data = out.get("data", {}) if isinstance(out, dict) else {}
-        if MIME_TYPE in data:
-            payload = data[MIME_TYPE]
-            found.update(json.loads(payload) if isinstance(payload, str) else payload)
+    for payload in payloads(outputs):
+        found.update(payload)
     return found
 
 
 def read_results(notebook) -> dict:
     """All figures recorded in an executed notebook (a path or an nbformat node)."""
-    if isinstance(notebook, (str, Path)):
-        notebook = json.loads(Path(notebook).read_text(encoding="utf-8"))
     found = {}
-    for cell in notebook["cells"]:
-        if cell.get("cell_type") == "code":
-            found.update(results_from_outputs(cell.get("outputs", [])))
+    for payload in notebook_payloads(notebook):
+        found.update(payload)
     return found

@@ -140,19 +140,9 @@ def _show(found: Verdict) -> None:
 
 def read_verdicts(notebook) -> list[Verdict]:
     """Every verdict recorded in an executed notebook (a path or an nbformat node)."""
-    import json
-    from pathlib import Path
+    from .results import notebook_payloads
 
-    if isinstance(notebook, (str, Path)):
-        notebook = json.loads(Path(notebook).read_text(encoding="utf-8"))
-    found = []
-    for cell in notebook["cells"]:
-        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else ():
-            payload = out.get("data", {}).get(VERDICT_MIME)
-            if payload is not None:
-                payload = json.loads(payload) if isinstance(payload, str) else payload
-                found.append(Verdict(**payload))
-    return found
+    return [Verdict(**payload) for payload in notebook_payloads(notebook, VERDICT_MIME)]
 
 
 def disagreements(figures: dict, verdicts) -> list[str]:
