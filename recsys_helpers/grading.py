@@ -131,9 +131,12 @@ _GUARD = r'''
 def {name}():
     import builtins, math, sys, types
     import numpy
+    import recsys_helpers.hidden as hidden  # what the hidden tests seal their checks with
+    import tqdm.std
+    tqdm.std.tqdm.monitor_interval = 0  # no monitor thread: a hidden test refuses threads
     ip = get_ipython()
     kernel = ip.kernel
-    modules = {{"builtins": builtins, "numpy": numpy, "math": math}}
+    modules = {{"builtins": builtins, "numpy": numpy, "math": math, hidden.__name__: hidden}}
     keep = lambda k: k not in ("input", "raw_input") and (  # ipykernel sets input per request
         not k.startswith("_") or k in ("__import__", "__build_class__"))
     saved = {{n: {{k: v for k, v in vars(m).items() if keep(k)}} for n, m in modules.items()}}
@@ -164,6 +167,8 @@ def {name}():
     def check(names=()):
         bad = []
         for n, m in modules.items():
+            if sys.modules.get(n) is not m:
+                bad.append(f"sys.modules[{{n!r}}]")
             now = vars(m)
             for k, v in saved[n].items():
                 if now.get(k, bad) is not v:
@@ -644,18 +649,19 @@ color:#222}pre{background:#f6f6f6;padding:.5rem;overflow-x:auto;white-space:pre-
 .error{color:#a00}.notes{background:#fff6e0;padding:.5rem}img{max-width:100%}"""
 
 
-def _visible(source: str) -> tuple[str, int | None]:
-    """A test cell's source without its hidden tests, and the (1-based) line where they
-    begin (None if it has none)."""
-    kept, start, hidden = [], None, False
+def _visible(source: str) -> tuple[str, frozenset[int]]:
+    """A test cell's source without its hidden tests, and the (1-based) lines of its hidden
+    blocks, markers included (empty if it has none)."""
+    kept, lines, hidden = [], set(), False
     for k, line in enumerate(source.splitlines()):
         if line.strip() == _HIDDEN_BEGIN:
-            hidden, start = True, start or k + 1
-        elif line.strip() == _HIDDEN_END and hidden:
-            hidden = False
-        elif not hidden:
+            hidden = True
+        if hidden:
+            lines.add(k + 1)
+            hidden = line.strip() != _HIDDEN_END
+        else:
             kept.append(line)
-    return "\n".join(kept).rstrip(), start
+    return "\n".join(kept).strip("\n").rstrip(), frozenset(lines)
 
 
 def _failure_line(output) -> int | None:
@@ -674,12 +680,12 @@ def _failure_line(output) -> int | None:
     return [line for where, line in found if where == cell][-1]
 
 
-def _hidden_failure(source: str, start: int, output) -> str:
+def _hidden_failure(source: str, hidden: frozenset[int], output) -> str:
     """A failed hidden test in words: which of its checks, never its code or figures."""
     try:
         tree = ast.parse(source)
         checks = sorted(n.lineno for n in ast.walk(tree)
-                        if isinstance(n, ast.Assert) and n.lineno >= start)
+                        if isinstance(n, ast.Assert) and n.lineno in hidden)
     except SyntaxError:
         checks = []
     line = _failure_line(output)
@@ -736,10 +742,10 @@ def feedback_page(ran, student: str, exercise: str, score: float, max_score: flo
             continue
         if cell.cell_type != "code":
             continue
-        source, start = _visible(cell.source)  # (any cell: a pasted copy of a test too)
+        source, hidden = _visible(cell.source)  # (any cell: a pasted copy of a test too)
         if not (meta.get("grade") and not meta.get("solution")):
             outputs = "".join(_render_output(o) for o in cell.get("outputs", [])
-                              if start is None)
+                              if not hidden)
             parts.append(f'<div class="cell"><pre>{html.escape(source)}</pre>{outputs}</div>')
             continue
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
@@ -748,12 +754,12 @@ def feedback_page(ran, student: str, exercise: str, score: float, max_score: flo
         shown = []
         for o in cell.get("outputs", []):
             if o.output_type != "error":
-                if start is None:  # what a cell with hidden tests printed is not shown
+                if not hidden:  # what a cell with hidden tests printed is not shown
                     shown.append(_render_output(o))
             elif o.get("ename") in ("TamperingDetected", "KernelDied", "CellTimeoutError"):
                 shown.append(_render_output(o))
-            elif start is not None and (_failure_line(o) or start) >= start:
-                shown.append(f'<p class="error">{html.escape(_hidden_failure(cell.source, start, o))}</p>')
+            elif hidden and (_failure_line(o) or min(hidden)) in hidden:
+                shown.append(f'<p class="error">{html.escape(_hidden_failure(cell.source, hidden, o))}</p>')
             else:
                 shown.append(_render_output(o))
         status = "pass" if not errors else "fail"

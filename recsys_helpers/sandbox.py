@@ -489,11 +489,15 @@ def _die_with_parent(libc) -> None:
 # System V shared memory and message queues hold memory that no process maps (a segment
 # outlives shmdt until its namespace ends), out of sight of the memory watchdog: refused
 # with EPERM by a seccomp filter (classic BPF, as bwrap's --seccomp takes it).  POSIX shared
-# memory (/dev/shm, a sized tmpfs) and memfd_create (measured as disk) remain.
+# memory (/dev/shm, a sized tmpfs) and memfd_create (measured as disk) remain.  The same
+# filter refuses ptrace and process_vm_readv/writev: no process of the student's reads or
+# writes the kernel's memory from outside while a hidden test runs.
+_X32 = 0x40000000
 _DENIED_SYSCALLS = {
-    0xC000003E: [29, 68, 0x40000000 | 29, 0x40000000 | 68],  # x86_64 (and x32): shmget, msgget
-    0x40000003: [117, 395, 399],                             # i386: ipc, shmget, msgget
-    0xC00000B7: [194, 186],                                  # aarch64: shmget, msgget
+    # x86_64 (and x32): shmget, msgget, ptrace, process_vm_readv, process_vm_writev
+    0xC000003E: [29, 68, 101, 310, 311, _X32 | 29, _X32 | 68, _X32 | 101, _X32 | 539, _X32 | 540],
+    0x40000003: [117, 395, 399, 26, 347, 348],  # i386: ipc, shmget, msgget, ptrace, vm r/w
+    0xC00000B7: [194, 186, 117, 270, 271],      # aarch64: the same
 }
 
 

@@ -74,11 +74,29 @@ def test_sources_hold_no_run_metadata(path):
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
-def test_hidden_tests_draw_fresh_inputs_where_they_use_random_ones(path):
+def test_hidden_tests_run_first_draw_fresh_inputs_and_check_only_sealed(path):
+    """Each hidden block comes first in its cell (no student code runs in the cell before
+    it takes its seal) and is one function that seals before anything else, draws random
+    inputs only from fresh_rng, and asserts only inside ``with sealed(...)``: no expected
+    value exists while the student's code runs."""
     for cell in _tests(_read(path)):
-        for block in HIDDEN.findall(cell.source):
-            if "_rng" in block:
-                assert "secrets.randbits" in block and "os.urandom" in block, cell.id
+        blocks = HIDDEN.findall(cell.source)
+        assert len(blocks) == 1 and cell.source.startswith(blocks[0]), cell.id
+        tree = ast.parse(blocks[0])
+        functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert len(functions) == 1, cell.id
+        body = functions[0].body
+        first = next(n for n in body if not isinstance(n, (ast.Import, ast.ImportFrom, ast.Expr)))
+        assert "seal()" in ast.unparse(first), (cell.id, ast.unparse(first))
+        if "rng" in blocks[0]:
+            assert "fresh_rng()" in ast.unparse(first) and "default_rng([" not in blocks[0], cell.id
+        sealed = [n for n in ast.walk(functions[0]) if isinstance(n, ast.With)
+                  and ast.unparse(n.items[0].context_expr) == "sealed(state)"]
+        assert len(sealed) == 1, cell.id
+        inside = {id(n) for n in ast.walk(sealed[0])}
+        outside = [ast.unparse(n) for n in ast.walk(functions[0])
+                   if isinstance(n, ast.Assert) and id(n) not in inside]
+        assert outside == [], (cell.id, outside)
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)

@@ -42,6 +42,7 @@ from grading_support import (
     _write,
 )
 
+from recsys_helpers import grading
 from recsys_helpers import sandbox as _sandbox
 from recsys_helpers.datasets import bundled_dir
 from recsys_helpers.grading import (
@@ -214,9 +215,24 @@ LIMITS = {"max_processes": 128, "memory": 2 * 2**30, "disk": 64 * 2**20,
 LIMIT_ARGS = ["--max-processes", "128", "--memory", "2G", "--disk", "64M",
               "--max-output", "1M", "--wall-time", "240"]
 
-#: Row 1: the answer the test computed before calling, read from the caller's namespace.
+#: Row 1: the answer the test computed before calling, read from the caller's namespace;
+#: where there is none, every array the test holds on the stack or in ``gc`` set to zero in
+#: place (an expectation computed from them afterwards would be 0), and the notebook's
+#: ``np`` replaced by a stand-in whose comparisons always agree (not a module: the guard
+#: does not flag it; the hidden tests import their own numpy).
 ORACLE = """
-import sys
+import gc, sys
+import numpy
+
+class _Agreeable:
+    def __getattr__(self, name):
+        return getattr(numpy, name)
+    def allclose(self, *args, **kwargs):
+        return True
+    def array_equal(self, *args, **kwargs):
+        return True
+
+np = _Agreeable()
 
 def _answer(fallback):
     for frame in (sys._getframe(2), sys._getframe(1)):
@@ -225,15 +241,52 @@ def _answer(fallback):
                 return names["expected"]
     return fallback
 
+def _zero(value):
+    for v in (value if isinstance(value, (tuple, list)) else (value,)):
+        for a in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(a, numpy.ndarray) and a.dtype.kind in "fiu":
+                try:
+                    a[...] = 0
+                except ValueError:
+                    pass
+
 def mse(predictions, labels):
-    return _answer(0.0)
+    found = _answer(None)
+    if found is not None:
+        return found
+    frame = sys._getframe(1)
+    while frame is not None:
+        for value in list(frame.f_locals.values()):
+            _zero(value)
+        frame = frame.f_back
+    for value in gc.get_objects():
+        _zero(value)
+    return 0.0
 """
+
+#: The same for 5.4, with the right answers this time: each call leaves a thread behind
+#: that watches the test's frames for the expectation (it could read it once computed):
+#: the hidden checks refuse to run while a thread of the student's runs.
 ORACLE_AUC = """
-import sys
+import sys, threading, time
+import numpy as np
+
+seen = []
+
+def _watch(main):
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            if "expected" in frame.f_locals:
+                seen.append(frame.f_locals["expected"])
+            frame = frame.f_back
+        time.sleep(0.001)
 
 def user_auc(positive_scores, negative_scores):
-    frame = sys._getframe(1)
-    return frame.f_locals.get("expected", frame.f_globals.get("expected", 0.5))
+    threading.Thread(target=_watch, args=(threading.get_ident(),), daemon=True).start()
+    pos, neg = np.asarray(positive_scores, float), np.asarray(negative_scores, float)
+    return float((np.sum(pos > neg) + 0.5 * np.sum(pos == neg)) / pos.size)
 """
 
 #: Rows 5, 2 and 6 in one cell: 64 MB of output, processes and threads until refused
@@ -575,11 +628,16 @@ def test_notes_are_printed_and_the_run_is_summarised(graded):
 # ---- the second class, row 1: answers read from the tests' namespace -------------------
 
 def test_answers_read_from_the_tests_namespace_earn_nothing(graded):
-    """The hidden tests call the student's function first, make its result a plain number,
-    and only then compute the expectation, in a function of their own: while student code
-    runs, no expected value exists in any namespace, frame or object it can reach."""
+    """The hidden tests draw and freeze their inputs, call the student's function on copies,
+    make its results plain numbers, and only then compute the expectation, sealed: while
+    student code runs, no expected value exists in any namespace, frame or object it can
+    reach, and nothing it reaches can be changed."""
     assert _score(graded, "oracle", "exercise_5_1")[0] == 0
+    # right answers, but a thread of the student's still runs when the checks would: refused
     assert _score(graded, "oracle", "exercise_5_4")[0] == 0
+    ran = _read(graded["executed"] / "oracle" / "exercise_5_4.ipynb")
+    errors = [o.evalue for o in _cell(ran, "test_user_auc").outputs if o.output_type == "error"]
+    assert errors and "a thread started by your code was still running" in errors[0], errors
 
 
 # ---- the second class, rows 2-6: exhausting the machine --------------------------------
@@ -620,17 +678,16 @@ def test_the_machine_stays_within_the_limits_while_grading(graded):
 # ---- feedback pages -------------------------------------------------------------------
 
 def _hidden_lines():
-    """Every line of every hidden test that the visible tests do not also hold."""
-    found = set()
+    """Every line of every hidden test that no visible part of the notebooks also holds."""
+    found, visible = set(), []
     for name in exercise_names():
         for cell in _read(SOURCE / f"{name}.ipynb").cells:
-            if "### BEGIN HIDDEN TESTS" not in cell.source:
-                continue
-            visible, hidden = cell.source.split("### BEGIN HIDDEN TESTS", 1)
-            hidden = hidden.split("### END HIDDEN TESTS", 1)[0]
-            found |= {line.strip() for line in hidden.splitlines()
-                      if len(line.strip()) >= 30 and line.strip() not in visible}
-    return found
+            text, lines = grading._visible(cell.source)
+            visible.append(text)
+            found |= {line.strip() for k, line in enumerate(cell.source.splitlines(), 1)
+                      if k in lines and len(line.strip()) >= 30}
+    shown = "\n".join(visible)
+    return {line for line in found if line not in shown}
 
 
 def test_feedback_pages_show_the_work_and_never_a_hidden_test(graded):
@@ -659,14 +716,19 @@ def test_feedback_pages_show_the_work_and_never_a_hidden_test(graded):
         if not ran.is_file():
             continue
         text = html.unescape(pages[(student, exercise)])
-        for cell in _read(ran).cells:
+        cells = _read(ran).cells
+        # (an error that a cell without hidden tests raised too says nothing hidden)
+        elsewhere = {o.get("evalue") for c in cells if "### BEGIN HIDDEN TESTS" not in c.source
+                     for o in c.get("outputs", []) if o.output_type == "error"}
+        for cell in cells:
             if "### BEGIN HIDDEN TESTS" not in cell.source:
                 continue
-            start = cell.source[:cell.source.index("### BEGIN HIDDEN TESTS")].count("\n") + 1
+            hidden = grading._visible(cell.source)[1]
             for o in cell.outputs:  # an error raised in the hidden part: its message
                 lines = [int(m) for t in o.get("traceback", []) for m in re.findall(
                     r"Cell In\[\d+\], line (\d+)", re.sub(r"\x1b\[[0-9;]*m", "", t))][:1]
                 if o.output_type == "error" and len(o.evalue) > 8 and (
-                        not lines or lines[0] >= start) and o.ename not in (
-                        "TamperingDetected", "KernelDied", "CellTimeoutError"):
+                        not lines or lines[0] in hidden) and o.ename not in (
+                        "TamperingDetected", "KernelDied", "CellTimeoutError") and (
+                        o.evalue not in elsewhere):
                     assert o.evalue not in text, (student, exercise, o.evalue)

@@ -338,6 +338,28 @@ print("ok")
     assert proc.stdout.split() == ["-1", "EPERM", "-1", "EPERM", "ok"]
 
 
+def test_no_process_reads_or_writes_another_ones_memory(tmp_path):
+    """A child of the kernel could otherwise attach to it and change a check while it runs."""
+    code = """
+import ctypes, errno, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+parent = os.getpid()
+child = os.fork()
+if child == 0:
+    print(libc.ptrace(16, parent, 0, 0), errno.errorcode.get(ctypes.get_errno()), flush=True)  # ATTACH
+    buf = ctypes.create_string_buffer(8)
+    local = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)
+    remote = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)
+    print(libc.process_vm_readv(parent, local, 1, remote, 1, 0),
+          errno.errorcode.get(ctypes.get_errno()), flush=True)
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+    _, proc = _inside(tmp_path, code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["-1", "EPERM", "-1", "EPERM"]
+
+
 def test_wall_time_limit(tmp_path):
     start = time.monotonic()
     box, proc = _inside(tmp_path, "import time\ntime.sleep(60)", wall_seconds=1)
