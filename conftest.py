@@ -46,6 +46,7 @@ FILE_TIERS = {
     "test_notebooks.py": "notebooks",
     "test_grading.py": "grading",
     "test_runner.py": "e2e",
+    "test_book.py": "e2e",
 }
 
 

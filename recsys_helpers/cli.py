@@ -1,4 +1,4 @@
-"""The course's commands: ``python -m recsys_helpers {fetch,make-sample,run,grade,sync-cells}``."""
+"""The course's commands: ``python -m recsys_helpers {fetch,make-sample,run,book,grade,sync-cells}``."""
 
 from __future__ import annotations
 
@@ -46,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--inplace", action="store_true",
                    help="also save each executed notebook over its source (to refresh the "
                         "committed outputs; use with --data sample)")
+
+    b = sub.add_parser("book", help="build the course as a static web book (Sphinx, myst-nb) "
+                                    "from the executed notebooks")
+    b.add_argument("--out", default="build/book", help="output folder, emptied first "
+                                                       "(default: build/book)")
+    b.add_argument("--data", choices=["sample", "full", "auto"], default="sample",
+                   help="whose outputs the pages show: a fresh run on that data from --run-dir "
+                        "(the notebooks are run first if there is none; for the bundled "
+                        "sample the committed notebooks serve) (default: sample)")
+    b.add_argument("--data-dir", default=None, help="folder holding the full files")
+    b.add_argument("--run-dir", default="build/run",
+                   help="where `run` wrote the executed notebooks (default: build/run)")
+    b.add_argument("--instructor", action="store_true",
+                   help="the edition with the solutions, marked as such on every page "
+                        "(hidden tests are left out of both editions)")
 
     c = sub.add_parser("sync-cells", help="regenerate the notebook cells that show the "
                                           "package's model code (tagged model-code)")
@@ -117,6 +132,11 @@ def main(argv=None) -> int:
 
         return run_command(data=args.data, data_dir=args.data_dir, only=args.only,
                            out=args.out, timeout=args.timeout, inplace=args.inplace)
+    if args.command == "book":
+        from .book import book_command
+
+        return book_command(out=args.out, data=args.data, data_dir=args.data_dir,
+                            run_dir=args.run_dir, instructor=args.instructor)
     if args.command == "sync-cells":
         from .notebook_cells import sync_command
 

@@ -32,7 +32,8 @@ from pathlib import Path
 from .results import read_results
 
 __all__ = ["BOOK_FIGURES", "FIGURE_LABELS", "Failure", "NotebookFailed", "course_notebooks",
-           "select", "run_notebook", "execute_notebooks", "run_command", "data_description"]
+           "select", "run_notebook", "execute_notebooks", "run_command", "data_description",
+           "source_digest"]
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -422,7 +423,8 @@ def execute_notebooks(paths: Iterable[Path], out: str | os.PathLike = "build/run
     out.mkdir(parents=True, exist_ok=True)
     mathjax = _mathjax_url(out)
     results, seconds, memory, failures = {}, {}, {}, []
-    bar = tqdm(list(paths), desc="notebooks", unit="nb", disable=not progress)
+    paths_run = list(paths)
+    bar = tqdm(paths_run, desc="notebooks", unit="nb", disable=not progress)
     with _environ_set(_kernel_environ(data, data_dir)):
         for path in bar:
             bar.set_postfix_str(path.stem)
@@ -444,7 +446,38 @@ def execute_notebooks(paths: Iterable[Path], out: str | os.PathLike = "build/run
     _write_json(out / "timing.json", {s: {"seconds": round(seconds[s], 2),
                                           "peak_rss_bytes": memory[s]} for s in seconds})
     _write_json(out / "failures.json", [asdict(f) for f in failures])
+    _record_run(out, paths_run, label, failures)
     return results, failures
+
+
+def source_digest(path: Path) -> str:
+    """A digest of a notebook's cell sources (not its outputs): it changes when the
+    notebook does, not when it is executed again."""
+    import hashlib
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    text = "\x00".join(f"{c.cell_type}\x01{c.source}" for c in nb.cells)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _record_run(out: Path, paths: list[Path], label: str, failures: list) -> None:
+    """``run.json``: the data each executed notebook read and a digest of its source, so
+    that ``book`` can tell a fresh run from a stale one (entries of earlier runs of other
+    notebooks into the same folder are kept)."""
+    try:
+        meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    if meta.get("data") != label:
+        meta = {}
+    failed = {f.notebook for f in failures}
+    sources = dict(meta.get("sources", {}))
+    sources.update({p.stem: source_digest(p) for p in paths})
+    old_failed = set(meta.get("failed", [])) - {p.stem for p in paths}
+    _write_json(out / "run.json", {"data": label, "sources": sources,
+                                   "failed": sorted(old_failed | failed)})
 
 
 def _check_arguments(only, out, data_dir) -> list[Path]:
