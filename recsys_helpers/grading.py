@@ -57,6 +57,7 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Float, Integer, Unicode
 
+from . import judges as _judges
 from . import sandbox as _sandbox
 
 __all__ = ["ASSIGNMENT", "EXERCISES_DIR", "LIMITS", "Grade", "GradingInterrupted",
@@ -72,6 +73,9 @@ COLUMNS = ["student", "exercise", "score", "max_score", "notes"]
 LIMITS, parse_size = _sandbox.LIMITS, _sandbox.parse_size
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 @dataclass
 class Grade:
     student: str
@@ -79,6 +83,11 @@ class Grade:
     score: float
     max_score: float
     notes: str = ""
+
+    def __post_init__(self):
+        # the notes quote cell ids the student wrote: no escape code, no line break
+        # reaches the CSV or the console
+        self.notes = _CONTROL.sub(" ", self.notes)[:2000]
 
 
 class GradingInterrupted(Exception):
@@ -131,12 +140,9 @@ _GUARD = r'''
 def {name}():
     import builtins, math, sys, types
     import numpy
-    import recsys_helpers.hidden as hidden  # what the hidden tests seal their checks with
-    import tqdm.std
-    tqdm.std.tqdm.monitor_interval = 0  # no monitor thread: a hidden test refuses threads
     ip = get_ipython()
     kernel = ip.kernel
-    modules = {{"builtins": builtins, "numpy": numpy, "math": math, hidden.__name__: hidden}}
+    modules = {{"builtins": builtins, "numpy": numpy, "math": math}}
     keep = lambda k: k not in ("input", "raw_input") and (  # ipykernel sets input per request
         not k.startswith("_") or k in ("__import__", "__build_class__"))
     saved = {{n: {{k: v for k, v in vars(m).items() if keep(k)}} for n, m in modules.items()}}
@@ -217,6 +223,54 @@ def {name}():
 
 {name} = {name}()
 '''
+
+_HIDDEN_BUDGET = 64 * 2**20  # bytes of hidden tests' results kept per notebook
+_HIDDEN_CALL = re.compile(r'hidden_test\(\s*"(exercise_[\w.]+)"\s*,\s*"(\w+)"')
+
+
+def _parameters(nb) -> dict:
+    """The values of the notebook's parameters cell (restored by nbgrader from the course's
+    own notebook before it runs: read-only), as literals."""
+    found = {}
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") != "parameters":
+            continue
+        for node in ast.parse(cell.source).body:
+            if not isinstance(node, ast.Assign):
+                continue
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = value
+                elif isinstance(target, ast.Tuple) and isinstance(value, tuple):
+                    found.update({t.id: v for t, v in zip(target.elts, value)
+                                  if isinstance(t, ast.Name)})
+    return found
+
+
+def _judge_hidden_tests(cells) -> None:
+    """Judge each test cell's hidden results in this process (the student's kernel cannot
+    reach it), on inputs drawn again from the seed the kernel was given: a cell whose
+    results fail, or show none, gets an error output, and so scores 0."""
+    base = os.environ.get("RECSYS_HIDDEN_SEED", "")
+    params = _parameters(nbformat.v4.new_notebook(cells=cells))
+    for cell in cells:
+        found = _HIDDEN_CALL.search(cell.source) if _is_test(cell) else None
+        if found is None:
+            continue
+        payloads = [o.get("data", {}).get(_judges.MIME) for o in cell.get("outputs", [])
+                    if o.get("output_type") in ("display_data", "execute_result")]
+        failure = (_judges.judge_payload(*found.groups(), [p for p in payloads if p is not None],
+                                         int(base), params) if base.isdigit() else
+                   _judges.HiddenCheckFailed("the grader gave the kernel no seed"))
+        if failure is not None:
+            cell.outputs.append(nbformat.v4.new_output(
+                "error", ename="HiddenCheckFailed", evalue=failure.label,
+                traceback=[f"HiddenCheckFailed: {failure.label}", failure.detail]))
+
 
 # Before and after each test cell: prints the nonce only if nothing was replaced.
 _CHECK = ("{name}_bad = {name}({names!r})\n"
@@ -310,6 +364,8 @@ class GuardedExecute(Execute):
             1, 10**6), token=token))
         cells.append(canary)
         nb.cells = cells
+        self._tests = {k for k, c in enumerate(cells) if _is_test(c)}
+        self._hidden_used = 0
         self._dead, self._dead_at = None, None
         # the grader's own cells: their output is never dropped
         ours = {id(c) for c, *_ in checks} | {id(cells[0]), id(canary)}
@@ -320,6 +376,7 @@ class GuardedExecute(Execute):
         finally:
             nb.cells = original
         notes, tampered = [], []
+        _judge_hidden_tests(original)
         for o in cells[0].outputs:  # runs before any student code: a failure is the grader's
             if o.output_type == "error":
                 raise RuntimeError(f"the grader's guard cell failed: {o.ename}: {o.evalue}")
@@ -359,6 +416,14 @@ class GuardedExecute(Execute):
     def output(self, outs, msg, display_id, cell_index):
         if self.max_output <= 0 or cell_index in self._ours:
             return super().output(outs, msg, display_id, cell_index)
+        if cell_index in self._tests and _judges.MIME in (msg["content"].get("data") or {}):
+            # the results of a hidden test, which the grader judges: kept past the output
+            # limit, within a budget of their own
+            size = _output_size(msg["content"])
+            if self._hidden_used + size <= _HIDDEN_BUDGET:
+                self._hidden_used += size
+                return super().output(outs, msg, display_id, cell_index)
+            return None
         content = msg["content"]
         if msg["msg_type"] == "error":  # kept: nbgrader scores a test by its errors
             content["evalue"] = _clip(str(content.get("evalue", "")), _ERROR_CHARS)
@@ -518,7 +583,18 @@ def _read_submission(path: Path):
         nbformat.validate(nb)
     except Exception as exc:
         return None, f"not a valid notebook ({type(exc).__name__}: {str(exc)[:120]})"
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if meta is not None and not (isinstance(meta, dict) and isinstance(
+                meta.get("grade_id", ""), str) and _GRADE_ID.fullmatch(meta.get("grade_id") or "x")):
+            return None, "not a valid notebook (a cell's nbgrader metadata is mangled)"
     return nb, ""
+
+
+_GRADE_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+_LOG_TAIL = 256 * 1024  # bytes of an nbgrader process's log the grader reads
 
 
 class _Runner:
@@ -533,18 +609,26 @@ class _Runner:
         with self.lock:
             if self.stopped:
                 return None, ""
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
+            # the log goes to a file, of which only the end is read: a kernel that floods
+            # its output cannot fill the grader's memory
+            log = tempfile.TemporaryFile(dir=cwd)
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
             self.procs.add(proc)
         try:
-            out, _ = proc.communicate(timeout=timeout)
-            return (None if self.stopped else proc.returncode), out
-        except subprocess.TimeoutExpired:
-            self._kill(proc)
-            out, _ = proc.communicate()
-            return None, out
+            try:
+                proc.wait(timeout=timeout)
+                code = None if self.stopped else proc.returncode
+            except subprocess.TimeoutExpired:
+                self._kill(proc)
+                proc.wait()
+                code = None
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - _LOG_TAIL))
+            return code, log.read().decode("utf-8", errors="replace")
         finally:
+            log.close()
             with self.lock:
                 self.procs.discard(proc)
 
@@ -590,13 +674,14 @@ def _grade_notebook(course: Path, work: Path, sid: str, exercise: str, nb, sandb
     args = ["autograde", ASSIGNMENT, f"--student={sid}", f"--notebook={exercise}", "--force",
             "--create", f"--GuardedExecute.token={token}", f"--GuardedExecute.report={report}",
             f"--GuardedExecute.max_output={int(limits['max_output'] or 0)}"]
-    extra, box = {}, None
+    extra, box = {"RECSYS_HIDDEN_SEED": str(secrets.randbits(63))}, None  # (see judges)
     if sandboxed:
         box = _sandbox.Sandbox(job / "kernel", exercise=exercise, readable=[_bundled_data()],
                                cpu_seconds=max(120, 4 * cell_timeout),
                                memory_bytes=limits["memory"],
                                max_processes=limits["max_processes"],
-                               disk_bytes=limits["disk"], wall_seconds=limits["wall_time"])
+                               disk_bytes=limits["disk"], wall_seconds=limits["wall_time"],
+                               environ={"RECSYS_HIDDEN_SEED": extra["RECSYS_HIDDEN_SEED"]})
         extra["JUPYTER_PATH"] = str(box.write_kernelspec())
         extra["JUPYTER_RUNTIME_DIR"] = str(box.scratch)
         args += [f"--KernelManager.{k}={v}" for k, v in box.kernel_config().items()]
@@ -697,6 +782,16 @@ def _hidden_failure(source: str, hidden: frozenset[int], output) -> str:
             "failed on inputs the grader drew for this run.")
 
 
+_MARKDOWN_CHARS = 100_000  # a longer Markdown cell is shown as text on a feedback page
+
+
+def _only_inline_images(html_text: str) -> str:
+    """Images that would load from elsewhere (a tracking pixel, say) become ``[image]``:
+    the page stays self-contained."""
+    return re.sub(r"<img\b[^>]*>", lambda m: m.group(0) if re.search(
+        r"""\ssrc=["']data:image/""", m.group(0)) else "[image]", html_text)
+
+
 def _render_output(o) -> str:
     import base64
     import html
@@ -738,7 +833,10 @@ def feedback_page(ran, student: str, exercise: str, score: float, max_score: flo
     for cell in (ran.cells if ran is not None else []):
         meta = cell.get("metadata", {}).get("nbgrader", {}) or {}
         if cell.cell_type == "markdown":
-            parts.append(f'<div class="cell">{markdown(cell.source)}</div>')
+            if len(cell.source) > _MARKDOWN_CHARS:  # (deeply nested Markdown renders slowly)
+                parts.append(f'<div class="cell"><pre>{html.escape(_clip(cell.source, _MARKDOWN_CHARS))}</pre></div>')
+            else:
+                parts.append(f'<div class="cell">{_only_inline_images(markdown(cell.source))}</div>')
             continue
         if cell.cell_type != "code":
             continue
@@ -758,6 +856,14 @@ def feedback_page(ran, student: str, exercise: str, score: float, max_score: flo
                     shown.append(_render_output(o))
             elif o.get("ename") in ("TamperingDetected", "KernelDied", "CellTimeoutError"):
                 shown.append(_render_output(o))
+            elif o.get("ename") == "HiddenCheckFailed" and _failure_line(o) is None:
+                # the grader's own judgement: which check, in words (never its figures)
+                shown.append(f'<p class="error">Hidden check failed: {html.escape(str(o.evalue))}. '
+                             "Your code gave a different result on inputs the grader drew for "
+                             "this run.</p>")
+            elif hidden and any(e.get("ename") == "HiddenCheckFailed" and _failure_line(e) is None
+                                for e in errors):
+                continue  # (the kernel's own account of the same check: the one above says it)
             elif hidden and (_failure_line(o) or min(hidden)) in hidden:
                 shown.append(f'<p class="error">{html.escape(_hidden_failure(cell.source, hidden, o))}</p>')
             else:
@@ -961,7 +1067,24 @@ def grade(submissions, out=None, cell_timeout: int = 300, progress: bool = True,
 
 def _grade_one(course, work, folder, sid, name, sandboxed, cell_timeout, runner, max_score,
                executed=None, limits=None, feedback=None):
+    try:
+        return _grade_one_checked(course, work, folder, sid, name, sandboxed, cell_timeout,
+                                  runner, max_score, executed, limits, feedback)
+    except Exception as exc:  # the grader's own failure on this notebook: say so, go on
+        return Grade(folder.name, name, 0.0, max_score,
+                     f"could not be graded ({type(exc).__name__}: {exc})"[:300])
+
+
+def _grade_one_checked(course, work, folder, sid, name, sandboxed, cell_timeout, runner,
+                       max_score, executed=None, limits=None, feedback=None):
     path = folder / f"{name}.ipynb"
+    if folder.is_symlink() or path.is_symlink():
+        # (a link could point at any file the grader may read: the solutions, say)
+        row = Grade(folder.name, name, 0.0, max_score,
+                    "not graded: a symbolic link (submit the notebook file itself)")
+        if feedback is not None:
+            _write_feedback(feedback, row, None)
+        return row
     if not path.is_file() or (nb_why := _read_submission(path))[0] is None:
         row = Grade(folder.name, name, 0.0, max_score,
                     "not submitted" if not path.is_file() else nb_why[1])

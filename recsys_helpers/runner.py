@@ -232,7 +232,7 @@ def _failure(path: Path, nb, exc: Exception) -> Failure:
     message = getattr(exc, "evalue", text.splitlines()[-1] if text else "")
     if isinstance(exc, CellTimeoutError):
         kind = "timeout"
-    elif error == "AssertionError" and _is_test_cell(cell):
+    elif error in ("AssertionError", "HiddenCheckFailed") and _is_test_cell(cell):
         kind = "check"
     else:
         kind = "crash"

@@ -223,7 +223,7 @@ class Sandbox:
 
     def __init__(self, root, exercise: str = "", cpu_seconds: int = 900,
                  memory_bytes: int = 4 * 2**30, readable=(), max_processes: int = 256,
-                 disk_bytes: int = 2**30, wall_seconds: float = 0):
+                 disk_bytes: int = 2**30, wall_seconds: float = 0, environ=None):
         bwrap = bwrap_path()
         if bwrap is None:
             raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
@@ -237,6 +237,7 @@ class Sandbox:
         self.disk_bytes = int(disk_bytes)
         self.wall_seconds = float(wall_seconds or 0)
         self.readable = [Path(p).resolve() for p in readable]
+        self.environ = dict(environ or {})  # further variables for the kernel
         self.scratch.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         # the kernel's IPC sockets: a Unix socket's path has at most 107 bytes, so they live
@@ -339,6 +340,7 @@ class Sandbox:
                                          "TF_NUM_INTRAOP_THREADS")})
         if sys.prefix != sys.base_prefix:
             env["VIRTUAL_ENV"] = sys.prefix
+        env.update(self.environ)
         for key, value in env.items():
             args += ["--setenv", key, value]
         return args

@@ -210,18 +210,21 @@ EXIT = "import os\nos._exit(1)\n"
 
 #: The limits the class is graded under: low, to keep the attackers quick (the honest
 #: TensorFlow notebooks peak near 40 processes and threads, and 0.9 GiB).
-LIMITS = {"max_processes": 128, "memory": 2 * 2**30, "disk": 64 * 2**20,
+LIMITS = {"max_processes": 128, "memory": 2 * 2**30, "disk": 128 * 2**20,
           "max_output": 2**20, "wall_time": 240}
-LIMIT_ARGS = ["--max-processes", "128", "--memory", "2G", "--disk", "64M",
+LIMIT_ARGS = ["--max-processes", "128", "--memory", "2G", "--disk", "128M",
               "--max-output", "1M", "--wall-time", "240"]
 
-#: Row 1: the answer the test computed before calling, read from the caller's namespace;
-#: where there is none, every array the test holds on the stack or in ``gc`` set to zero in
-#: place (an expectation computed from them afterwards would be 0), and the notebook's
-#: ``np`` replaced by a stand-in whose comparisons always agree (not a module: the guard
-#: does not flag it; the hidden tests import their own numpy).
+#: Row 1, and a student who read the grader: the answer the test computed before calling,
+#: read from the caller's namespace; where there is none, every array the test holds on the
+#: stack or in ``gc`` set to zero in place; the notebook's ``np`` replaced by a stand-in
+#: whose comparisons always agree; ``comparable`` set to False (the checks of figures then
+#: look away, in the kernel); failed checks inside context managers swallowed; and, before
+#: each test cell, a reply telling the grader's client that the cell finished without error
+#: (sent through the kernel's own session, from a callback whose file name looks like
+#: IPython's). In the kernel all of it works: only the grader's own judgement counts.
 ORACLE = """
-import gc, sys
+import contextlib, gc, sys
 import numpy
 
 class _Agreeable:
@@ -233,6 +236,39 @@ class _Agreeable:
         return True
 
 np = _Agreeable()
+comparable = False
+
+_exit = contextlib._GeneratorContextManager.__exit__
+def _swallow(self, typ, value, tb):
+    try:
+        _exit(self, typ, value, tb)
+    except AssertionError:
+        pass
+    return typ is not None and issubclass(typ, AssertionError) or None
+contextlib._GeneratorContextManager.__exit__ = _swallow
+
+_src = '''
+def _forge_reply():
+    from IPython import get_ipython
+    k = get_ipython().kernel
+    parent = k.get_parent("shell")
+    ident = k._get_shell_context_var(k._shell_parent_ident)
+    if getattr(k, "_supports_kernel_subshells", False):
+        stream = k.shell_channel_thread.manager.get_subshell_to_shell_channel_socket(None)
+    else:
+        stream = k.shell_stream
+    k.session.send(stream, "execute_reply", {"status": "ok", "execution_count": k.execution_count,
+                                             "user_expressions": {}, "payload": []}, parent, ident=ident)
+    k.session.send(k.iopub_socket, "status", {"execution_state": "idle"}, parent,
+                   ident=k._topic("status"))
+
+def _before(info):
+    if "# Test" in (info.raw_cell or ""):
+        _forge_reply()
+'''
+_ns = {}
+exec(compile(_src, sys.prefix + "/lib/python3.11/site-packages/IPython/core/events_extra.py", "exec"), _ns)
+get_ipython().events.register("pre_run_cell", _ns["_before"])
 
 def _answer(fallback):
     for frame in (sys._getframe(2), sys._getframe(1)):
@@ -265,8 +301,7 @@ def mse(predictions, labels):
 """
 
 #: The same for 5.4, with the right answers this time: each call leaves a thread behind
-#: that watches the test's frames for the expectation (it could read it once computed):
-#: the hidden checks refuse to run while a thread of the student's runs.
+#: that watches the test's frames for an expectation (there is none to find in the kernel).
 ORACLE_AUC = """
 import sys, threading, time
 import numpy as np
@@ -358,7 +393,7 @@ def mse(predictions, labels):
 """
 
 #: A student who read the grader: stores where the scratch folder's size does not show
-#: (POSIX shared memory, a file without a name, an unlinked file), 30 MiB each.
+#: (POSIX shared memory, a file without a name, an unlinked file), 60 MiB each.
 HIDER = """
 import os, time
 chunk = b"x" * 2**20
@@ -366,7 +401,7 @@ shm = open("/dev/shm/hidden", "wb")
 memfd = os.memfd_create("hidden")
 unlinked = open("unlinked", "wb")
 os.unlink("unlinked")
-for _ in range(30):
+for _ in range(60):
     shm.write(chunk); shm.flush()
     os.write(memfd, chunk)
     unlinked.write(chunk); unlinked.flush()
@@ -628,16 +663,17 @@ def test_notes_are_printed_and_the_run_is_summarised(graded):
 # ---- the second class, row 1: answers read from the tests' namespace -------------------
 
 def test_answers_read_from_the_tests_namespace_earn_nothing(graded):
-    """The hidden tests draw and freeze their inputs, call the student's function on copies,
-    make its results plain numbers, and only then compute the expectation, sealed: while
-    student code runs, no expected value exists in any namespace, frame or object it can
-    reach, and nothing it reaches can be changed."""
-    assert _score(graded, "oracle", "exercise_5_1")[0] == 0
-    # right answers, but a thread of the student's still runs when the checks would: refused
-    assert _score(graded, "oracle", "exercise_5_4")[0] == 0
-    ran = _read(graded["executed"] / "oracle" / "exercise_5_4.ipynb")
-    errors = [o.evalue for o in _cell(ran, "test_user_auc").outputs if o.output_type == "error"]
-    assert errors and "a thread started by your code was still running" in errors[0], errors
+    """The grader judges each hidden test in its own process, on inputs it draws again from
+    the seed it gave the kernel: a student who forges the kernel's replies, swallows failed
+    checks, rebinds the notebook's names or reads the test's frames earns nothing; right
+    answers earn their points, a thread watching the frames notwithstanding."""
+    score, _, notes = _score(graded, "oracle", "exercise_5_1")
+    assert score == 0, notes
+    ran = _read(graded["executed"] / "oracle" / "exercise_5_1.ipynb")
+    judged = [o.evalue for o in _cell(ran, "test_mse").outputs
+              if o.output_type == "error" and o.ename == "HiddenCheckFailed"]
+    assert judged, [o.get("ename") for o in _cell(ran, "test_mse").outputs]
+    assert _score(graded, "oracle", "exercise_5_4")[0] == _points("exercise_5_4", "test_user_auc")
 
 
 # ---- the second class, rows 2-6: exhausting the machine --------------------------------
@@ -652,7 +688,7 @@ def test_processes_output_and_memory_are_bounded_and_the_rest_is_graded(graded):
     assert "output limit" in ran.read_text(encoding="utf-8")
 
 
-_DISK = "disk limit (64 MiB for its scratch folder and /tmp together)"
+_DISK = "disk limit (128 MiB for its scratch folder and /tmp together)"
 
 
 @pytest.mark.parametrize("student, limit", [
@@ -703,7 +739,7 @@ def test_feedback_pages_show_the_work_and_never_a_hidden_test(graded):
     assert "not submitted" in pages[("intruder", "exercise_5_4")]
     # failed hidden tests: named in words; their messages (which hold the figures) are not
     # (the hider's mse passes the visible test, and fails the hidden one)
-    assert re.search(r"Test test_mse: 0 of 1 points.*?Hidden check \d+ of \d+ failed",
+    assert re.search(r"Test test_mse: 0 of 1 points.*?Hidden check failed: mse on random pairs",
                      pages[("hider", "exercise_5_1")], flags=re.S)
     hidden = _hidden_lines()
     for key, page in pages.items():
@@ -720,6 +756,7 @@ def test_feedback_pages_show_the_work_and_never_a_hidden_test(graded):
         # (an error that a cell without hidden tests raised too says nothing hidden)
         elsewhere = {o.get("evalue") for c in cells if "### BEGIN HIDDEN TESTS" not in c.source
                      for o in c.get("outputs", []) if o.output_type == "error"}
+        visible = "\n".join(grading._visible(c.source)[0] for c in cells)  # (a name, say)
         for cell in cells:
             if "### BEGIN HIDDEN TESTS" not in cell.source:
                 continue
@@ -727,8 +764,13 @@ def test_feedback_pages_show_the_work_and_never_a_hidden_test(graded):
             for o in cell.outputs:  # an error raised in the hidden part: its message
                 lines = [int(m) for t in o.get("traceback", []) for m in re.findall(
                     r"Cell In\[\d+\], line (\d+)", re.sub(r"\x1b\[[0-9;]*m", "", t))][:1]
-                if o.output_type == "error" and len(o.evalue) > 8 and (
+                if o.output_type == "error" and o.ename == "HiddenCheckFailed" and not lines:
+                    # the grader's judgement: its label in words is shown, its figures not
+                    detail = (o.get("traceback") or ["", ""])[-1]
+                    assert o.evalue in text and (len(detail) < 8 or detail not in text), (
+                        student, exercise, detail)
+                elif o.output_type == "error" and len(o.evalue) > 8 and (
                         not lines or lines[0] in hidden) and o.ename not in (
                         "TamperingDetected", "KernelDied", "CellTimeoutError") and (
-                        o.evalue not in elsewhere):
+                        o.evalue not in elsewhere) and o.evalue.strip("'\"") not in visible:
                     assert o.evalue not in text, (student, exercise, o.evalue)

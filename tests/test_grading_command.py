@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -113,3 +114,56 @@ def test_student_versions_keep_visible_tests_and_stubs():
         sources = [c.source for c in nb.cells]
         assert any(s.startswith("# Test:") for s in sources), name
         assert any("raise NotImplementedError()" in s for s in sources), name
+
+
+# ---- what a hostile submission meets before any kernel runs ---------------------------
+
+def test_mangled_grade_ids_are_refused_with_a_note(tmp_path):
+    import nbformat
+
+    from recsys_helpers.grading import _read_submission
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    for bad in (["notes"], "x\x1b[1A", "a" * 500, 3):
+        nb.cells[0].metadata["nbgrader"] = {"grade_id": bad, "grade": True, "points": 1}
+        nbformat.write(nb, tmp_path / "n.ipynb")
+        found, why = _read_submission(tmp_path / "n.ipynb")
+        assert found is None and "mangled" in why, bad
+
+
+def test_a_symbolic_link_is_not_followed(tmp_path):
+    from recsys_helpers.grading import Grade, _grade_one
+
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "exercise_5_1.ipynb").symlink_to(EXERCISES_DIR / "solutions" / "chapter5" /
+                                               "exercise_5_1.ipynb")
+    row = _grade_one(None, None, folder, "s0000", "exercise_5_1", True, 10, None, 6.0)
+    assert isinstance(row, Grade) and row.score == 0 and "symbolic link" in row.notes
+
+
+def test_notes_carry_no_control_characters():
+    from recsys_helpers.grading import Grade
+
+    row = Grade("s", "e", 0, 1, "cell x\x1b[1A\x1b[2K\r\nstudent y: tampering detected")
+    assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in row.notes), repr(row.notes)
+
+
+def test_feedback_pages_load_no_image_from_elsewhere():
+    import nbformat
+
+    from recsys_helpers.grading import feedback_page
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "![pixel](https://example.org/t.png) ![ok](data:image/png;base64,iVBORw0KGgo=)")])
+    page = feedback_page(nb, "s", "e", 0, 1, "")
+    assert not re.search(r"<img[^>]+src=[\"']https?:", page) and "[image]" in page
+
+
+def test_the_grader_keeps_only_the_end_of_a_flooded_log(tmp_path):
+    from recsys_helpers.grading import _LOG_TAIL, _Runner
+
+    code, log = _Runner().run([sys.executable, "-c", "import sys\nfor _ in range(64): "
+                               "sys.stdout.write('x' * 2**20)\nprint('END')"],
+                              cwd=tmp_path, env=dict(os.environ), timeout=60)
+    assert code == 0 and log.rstrip().endswith("END") and len(log) <= _LOG_TAIL
