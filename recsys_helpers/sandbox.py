@@ -332,9 +332,10 @@ class Sandbox:
                "MPLCONFIGDIR": f"{home}/.config/matplotlib", "MPLBACKEND": "agg",
                "IPYTHONDIR": f"{home}/.ipython", "XDG_CACHE_HOME": f"{home}/.cache",
                "RECSYS_DATA": "sample", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        # thread pools sized for grading on the sample, not by the machine's cores: a
-        # many-core machine would otherwise spend the process limit on idle threads
-        threads = str(min(4, os.cpu_count() or 1))
+        # one thread per pool: the grader runs --jobs notebooks at once (by default one per
+        # core), so larger pools would only contend for the cores (and spend the process
+        # limit on threads)
+        threads = "1"
         env.update({k: threads for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                          "MKL_NUM_THREADS", "TF_NUM_INTEROP_THREADS",
                                          "TF_NUM_INTRAOP_THREADS")})
