@@ -22,6 +22,7 @@ Surprise is imported only where it is needed, so that the module imports without
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["SVD_DEFAULTS", "BASELINE_DEFAULTS", "TUNE_AUTO_ABOVE", "TUNE_AUTO_SAMPLE",
-           "faster", "validation_split", "Search", "coordinate_search", "surprise_mse", "tune",
+           "faster", "validation_split", "Search", "coordinate_search", "estimates",
+           "predict_frame", "surprise_mse", "tune",
            "epoch_curve", "score_matrix", "top_unseen", "top_popular", "rating_summary",
            "large_errors"]
 
@@ -205,7 +207,7 @@ class Search:
 
 def coordinate_search(evaluate: Callable[[dict], float], ladders: Mapping[str, Sequence],
                       start: Mapping, margin: float = 0.01, max_rounds: int = 10,
-                      name: str = "search", progress=None) -> Search:
+                      name: str = "search", progress=None, workers: int = 1) -> Search:
     """Choose settings that minimise ``evaluate(settings)``, one setting at a time.
 
     1. **Coarse pass.**  For each setting in the order of ``ladders``, every value of its
@@ -222,7 +224,9 @@ def coordinate_search(evaluate: Callable[[dict], float], ladders: Mapping[str, S
     what makes the others comparable (for an SGD, the learning rate: a model that has
     barely moved from its start tells little about its size or its regularisation).
     Settings of ``start`` without a ladder are passed as they are; a ladder without a
-    start value starts from its first value.
+    start value starts from its first value.  With ``workers`` > 1 the values of a coarse
+    pass, which do not depend on each other, are evaluated in that many forked processes
+    at once (``evaluate`` must be deterministic: the search then takes the same path).
 
     >>> bowl = lambda s: (s["a"] - 3) ** 2 + (s["b"] - 20) ** 2 + 1
     >>> found = coordinate_search(bowl, {"a": [1, 2, 3, 4, 5], "b": [5, 10, 20, 50]},
@@ -240,7 +244,7 @@ def coordinate_search(evaluate: Callable[[dict], float], ladders: Mapping[str, S
         if start[key] not in ladder:
             raise ValueError(f"the start value {key}={start[key]!r} is not in its ladder "
                              f"{ladder}")
-    trials = _Trials(evaluate, ladders, margin, progress)
+    trials = _Trials(evaluate, ladders, margin, progress, workers)
     best = trials.move(dict(start), "start")
     for key in ladders:
         best = _coarse(trials, best, key)
@@ -258,14 +262,28 @@ def coordinate_search(evaluate: Callable[[dict], float], ladders: Mapping[str, S
 class _Trials:
     """The settings a search has tried, each evaluated once, and the moves it made."""
 
-    def __init__(self, evaluate, ladders, margin, progress):
+    def __init__(self, evaluate, ladders, margin, progress, workers=1):
         self.evaluate, self.ladders, self.margin = evaluate, ladders, margin
         self.progress, self.cache, self.rows, self.moves = progress, {}, [], []
+        self.workers, self.ahead = workers, {}
+
+    def prefetch(self, candidates: list[dict]) -> None:
+        """Evaluate ``candidates`` not seen yet in forked worker processes, in parallel;
+        :meth:`__call__` then records each in order as if it had been evaluated there."""
+        todo = [c for c in candidates if self._key(c) not in self.cache
+                and self._key(c) not in self.ahead]
+        if self.workers < 2 or len(todo) < 2:
+            return
+        for c, value in zip(todo, _in_parallel(self.evaluate, todo, self.workers)):
+            self.ahead[self._key(c)] = value
+
+    def _key(self, settings) -> tuple:
+        return tuple(settings[k] for k in self.ladders)
 
     def __call__(self, settings, stage) -> float:
-        key = tuple(settings[k] for k in self.ladders)
+        key = self._key(settings)
         if key not in self.cache:
-            value = float(self.evaluate(dict(settings)))
+            value = self.ahead.pop(key) if key in self.ahead else float(self.evaluate(dict(settings)))
             self.cache[key] = value if np.isfinite(value) else np.inf
             self.rows.append({"stage": stage, **settings, "validation MSE": value})
             if self.progress is not None:
@@ -283,9 +301,31 @@ class _Trials:
         return settings
 
 
+_EVALUATE = None  # the function the forked workers evaluate (inherited, never pickled)
+
+
+def _evaluate_forked(settings: dict) -> float:
+    return float(_EVALUATE(dict(settings)))
+
+
+def _in_parallel(evaluate, candidates: list[dict], workers: int) -> list[float]:
+    """``[evaluate(c) for c in candidates]`` in ``workers`` forked processes (they inherit
+    the training data instead of receiving a copy)."""
+    import multiprocessing
+
+    global _EVALUATE
+    _EVALUATE = evaluate
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(candidates))) as pool:
+            return pool.map(_evaluate_forked, candidates, chunksize=1)
+    finally:
+        _EVALUATE = None
+
+
 def _coarse(trials: _Trials, best: dict, key: str) -> dict:
     """Every value of ``key``'s ladder, the others held; the best if it beats ``best``."""
     stage, ladder = f"coarse: {key}", trials.ladders[key]
+    trials.prefetch([{**best, key: v} for v in ladder])
     scores = [trials({**best, key: v}, stage) for v in ladder]
     candidate = {**best, key: ladder[int(np.argmin(scores))]}
     return trials.move(candidate, stage) if trials.beats(candidate, best, stage) else best
@@ -325,9 +365,10 @@ def _encoded(trainset, ratings):
             np.array([r for _, _, r in ratings], dtype=float))
 
 
-def surprise_mse(algorithm, ratings, encoded=None) -> float:
-    """The MSE of a fitted ``SVD`` or ``BaselineOnly`` on a Surprise testset, as
-    ``accuracy.mse(algorithm.test(ratings))`` computes it, without a Python call per rating.
+def estimates(algorithm, ratings, encoded=None) -> np.ndarray:
+    """What ``algorithm.test(ratings)`` predicts for each ``(user, item, rating)`` of a
+    Surprise testset (``est``, clipped to the rating scale), without a Python call per
+    rating, for a fitted ``SVD`` or ``BaselineOnly``.
 
     Surprise predicts ``mu``, plus ``b_u`` if the user is known, plus ``b_i`` if the item is
     known, plus ``q_i . p_u`` if both are, clipped to the rating scale.  Other algorithms
@@ -336,37 +377,57 @@ def surprise_mse(algorithm, ratings, encoded=None) -> float:
     once for all its candidates).
 
     >>> import pandas as pd
-    >>> from surprise import SVD, BaselineOnly, Dataset, Reader, accuracy
+    >>> from surprise import SVD, BaselineOnly, Dataset, Reader
     >>> frame = pd.DataFrame({"u": [0, 0, 1, 1, 2, 2], "i": [0, 1, 0, 2, 1, 2],
     ...                       "r": [5.0, 3.0, 4.0, 1.0, 2.0, 4.0]})
     >>> train = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
     >>> ratings = [(0, 2, 4.0), (1, 1, 2.0), (9, 0, 3.0), (2, 9, 5.0), (9, 9, 1.0)]
     >>> for algorithm in (SVD(n_factors=3, random_state=0), BaselineOnly(verbose=False)):
-    ...     _ = algorithm.fit(train)
-    ...     slow = accuracy.mse(algorithm.test(ratings), verbose=False)
-    ...     print(abs(surprise_mse(algorithm, ratings) - slow) < 1e-12)
+    ...     slow = [p.est for p in algorithm.fit(train).test(ratings)]
+    ...     print(np.allclose(estimates(algorithm, ratings), slow, rtol=0, atol=1e-12))
     True
     True
     """
-    from surprise import SVD, BaselineOnly, accuracy
+    from surprise import SVD, BaselineOnly
 
     plain = isinstance(algorithm, BaselineOnly) or (isinstance(algorithm, SVD)
                                                      and algorithm.biased)
     if not plain:
-        return accuracy.mse(algorithm.test(ratings), verbose=False)
+        return np.array([p.est for p in algorithm.test(ratings)], dtype=float)
     trainset = algorithm.trainset
-    u, i, r = encoded if encoded is not None else _encoded(trainset, ratings)
-    if r.size == 0:
-        return float("nan")
+    u, i, _ = encoded if encoded is not None else _encoded(trainset, ratings)
     ku, ki = u >= 0, i >= 0
-    est = np.full(r.size, trainset.global_mean)
+    est = np.full(u.size, trainset.global_mean)
     est[ku] += algorithm.bu[u[ku]]
     est[ki] += algorithm.bi[i[ki]]
     if isinstance(algorithm, SVD):
         both = ku & ki
         est[both] += np.einsum("nk,nk->n", algorithm.pu[u[both]], algorithm.qi[i[both]])
     lo, hi = trainset.rating_scale
-    return float(np.mean((np.clip(est, lo, hi) - r) ** 2))
+    return np.clip(est, lo, hi)
+
+
+def predict_frame(algorithm, ratings) -> pd.DataFrame:
+    """``algorithm.test(ratings)`` as a DataFrame (``uid``, ``iid``, ``r_ui``, ``est``),
+    computed by :func:`estimates`: on a large testset, much faster than a list of
+    Surprise ``Prediction`` objects, and a fraction of their memory."""
+    frame = pd.DataFrame(ratings, columns=["uid", "iid", "r_ui"])
+    frame["r_ui"] = frame["r_ui"].astype(float)
+    frame["est"] = estimates(algorithm, ratings)
+    return frame
+
+
+def surprise_mse(algorithm, ratings, encoded=None) -> float:
+    """The MSE of a fitted algorithm on a Surprise testset, as
+    ``accuracy.mse(algorithm.test(ratings))`` computes it (see :func:`estimates`)."""
+    u, i, r = encoded if encoded is not None else _encoded(algorithm.trainset, ratings)
+    if r.size == 0:
+        return float("nan")
+    return float(np.mean((estimates(algorithm, ratings, (u, i, r)) - r) ** 2))
+
+
+#: Training ratings from which :func:`tune` fits a coarse pass's candidates in parallel.
+PARALLEL_RATINGS = 200_000
 
 
 def tune(make: Callable[..., object], ladders: Mapping[str, Sequence], start: Mapping,
@@ -389,8 +450,12 @@ def tune(make: Callable[..., object], ladders: Mapping[str, Sequence], start: Ma
         algorithm.fit(fit_part)
         return surprise_mse(algorithm, validation, encoded)
 
+    # on large data the values of a coarse pass are fitted on every core at once (Surprise
+    # is single-threaded); on small data a fit takes less than starting a process
+    workers = (os.cpu_count() or 1) if fit_part.n_ratings >= PARALLEL_RATINGS else 1
     with tqdm(desc=f"{name} search", unit=" fits") as bar:
-        found = coordinate_search(evaluate, ladders, start, margin, name=name, progress=bar)
+        found = coordinate_search(evaluate, ladders, start, margin, name=name, progress=bar,
+                                  workers=workers)
     sys.stderr.flush()  # the bar's last line before whatever is printed next
     return found
 
@@ -521,7 +586,7 @@ def large_errors(predictions, trainset, threshold: float = 2.0) -> dict:
 
     Parameters
     ----------
-    predictions : list of surprise.Prediction
+    predictions : DataFrame of :func:`predict_frame`, or a list of surprise.Prediction
     trainset : surprise.Trainset
         The training split (for each user's and book's mean training rating).
     threshold : float
@@ -537,8 +602,11 @@ def large_errors(predictions, trainset, threshold: float = 2.0) -> dict:
     the book's mean training rating; NaN where unknown), and ``sentence``, which says it
     in words.
     """
-    truth = np.array([p.r_ui for p in predictions], dtype=float)
-    est = np.array([p.est for p in predictions], dtype=float)
+    if not isinstance(predictions, pd.DataFrame):
+        predictions = pd.DataFrame([(p.uid, p.iid, p.r_ui, p.est) for p in predictions],
+                                   columns=["uid", "iid", "r_ui", "est"])
+    truth = predictions["r_ui"].to_numpy(dtype=float)
+    est = predictions["est"].to_numpy(dtype=float)
     err2 = (est - truth) ** 2
     frame = pd.DataFrame({"rating": truth, "prediction": est, "squared error": err2})
     total = err2.sum() or 1.0
@@ -566,8 +634,8 @@ def large_errors(predictions, trainset, threshold: float = 2.0) -> dict:
         "low_share": float((truth[large] < est[large]).mean()) if large.any() else float("nan"),
         "rating": float(truth[large].mean()) if large.any() else float("nan"),
         "prediction": float(est[large].mean()) if large.any() else float("nan"),
-        "user_mean": mean_of([p.uid for p in predictions], trainset.to_inner_uid, trainset.ur),
-        "book_mean": mean_of([p.iid for p in predictions], trainset.to_inner_iid, trainset.ir),
+        "user_mean": mean_of(predictions["uid"], trainset.to_inner_uid, trainset.ur),
+        "book_mean": mean_of(predictions["iid"], trainset.to_inner_iid, trainset.ir),
     }
     lo = trainset.rating_scale[0]
     low = truth <= lo + 1

@@ -150,3 +150,23 @@ def test_budget_rejects_nonsense():
         Budget(max_steps=0)
     with pytest.raises(ValueError):
         Budget(patience=0)
+
+
+def test_a_parallel_coordinate_search_takes_the_same_path():
+    """Coarse passes fitted in forked workers: the same settings tried, the same scores,
+    the same choice as one after the other."""
+    import os
+
+    from recsys_helpers.surprise_tools import coordinate_search
+
+    def bowl(s):
+        pids.add(os.getpid())
+        return (s["a"] - 3) ** 2 + (s["b"] - 20) ** 2 + 0.1 * s["c"] + 1
+
+    ladders = {"a": [1, 2, 3, 4, 5], "b": [5, 10, 20, 50], "c": [0, 1, 2]}
+    pids = set()
+    serial = coordinate_search(bowl, ladders, {"a": 1, "b": 50, "c": 2})
+    assert pids == {os.getpid()}
+    parallel = coordinate_search(bowl, ladders, {"a": 1, "b": 50, "c": 2}, workers=2)
+    assert parallel.best == serial.best == {"a": 3, "b": 20, "c": 0}
+    assert parallel.table.equals(serial.table) and parallel.path.equals(serial.path)
