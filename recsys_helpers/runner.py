@@ -148,7 +148,9 @@ def _environ_set(values: dict) -> Iterator[None]:
 
 
 class _PeakMemory:
-    """Poll the resident set size of this process's children (the kernel) in a thread."""
+    """Poll the memory of this process's children (the kernel and what it starts) in a
+    thread: their proportional set sizes, so that a page that forked workers share with
+    the kernel is counted once, not once per process (as summed resident sets would)."""
 
     def __init__(self, interval: float = 0.2):
         import threading
@@ -160,13 +162,12 @@ class _PeakMemory:
     def _poll(self) -> None:
         import psutil
 
+        from .sandbox import pss
+
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
-            for child in me.children(recursive=True):
-                with contextlib.suppress(psutil.Error):  # the process ended meanwhile
-                    total += child.memory_info().rss
-            self.peak = max(self.peak, total)
+            with contextlib.suppress(psutil.Error):  # a process ended meanwhile
+                self.peak = max(self.peak, pss(c.pid for c in me.children(recursive=True)))
             self._stop.wait(self.interval)
 
     def __enter__(self):

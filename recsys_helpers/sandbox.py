@@ -42,7 +42,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["BLOCKED", "KERNEL_NAME", "LIMITS", "NotAvailableWhileGrading",
+__all__ = ["BLOCKED", "KERNEL_NAME", "LIMITS", "NotAvailableWhileGrading", "pss",
            "SandboxUnavailable", "Sandbox", "bwrap_path", "parse_size", "probe"]
 
 #: Name of the sandboxed kernelspec written for each graded notebook.
@@ -612,7 +612,7 @@ def _processes(top: int) -> list[tuple[int, int, int]]:
     return found
 
 
-def _pss(pids) -> int:
+def pss(pids) -> int:
     """Proportional resident memory of ``pids``, in bytes (shared pages counted once)."""
     total = 0
     for pid in pids:
@@ -717,7 +717,7 @@ def _launch(config_path: str, argv: list[str]) -> int:
             if reason:
                 pass
             elif memory > 0 and sum(r for *_, r in procs) * os.sysconf("SC_PAGE_SIZE") \
-                    > memory and _pss(p for p, *_ in procs) > memory:
+                    > memory and pss(p for p, *_ in procs) > memory:
                 reason = ("memory", f"exceeded the memory limit ({_size_text(memory)} for "
                                     f"all its processes together): {stopped}")
             elif disk > 0 and _disk(config["watch"], [p for p, *_ in procs]) > disk:
