@@ -307,6 +307,11 @@ def _judge_tune(c, results, params):
     expected = _mse_of(_lfm_predict(v, c["val"].user, c["val"].item), c["val"].rating)
     _check(abs(chosen - expected) < 1e-5, "the kept value is the chosen model's MSE on the validation split given",
            f"expected {expected}, got {chosen}")
+    # the data hold strong biases: training on the fit part lowers the validation MSE far
+    # below always-the-mean's (to under a tenth of it); an untrained model stays near it
+    mean = _mse_of(np.full(len(c["val"]), c["mu"]), c["val"].rating)
+    _check(chosen < 0.5 * mean, "the candidates are trained on the fit part",
+           f"validation MSE {chosen:.4f} against always-the-mean's {mean:.4f}")
 
 
 def _draw_factor_term(rng):
@@ -352,7 +357,7 @@ def _judge_no_worse(_, results, params):
     for name, lab in (("goodreads", False), ("lab", True)):
         side = results.get(name)
         _check(isinstance(side, dict), "both models on both data sets")
-        data, _, test, _, _ = _splits(params, lab=lab)
+        data, _, test, fit_part, _ = _splits(params, lab=lab)
         bias_only, full = _numbers(side.get("figures"), "the figures")
         b = _vars(side, "bias_only", _LFM, "the bias-only model")
         f = _vars(side, "full", _LFM, "the full model")
@@ -363,6 +368,11 @@ def _judge_no_worse(_, results, params):
         for got, v, what in ((bias_only, b, "bias-only"), (full, f, "full")):
             expected = _mse_of(_lfm_predict(v, test.user, test.item), test.rating)
             _check(abs(got - expected) < 1e-5, f"the {what} model's test MSE", f"expected {expected}, got {got}")
+            # a model fitted where it should: no better on the test split than on the
+            # ratings it was trained on (one fitted on the test split would be)
+            trained = _mse_of(_lfm_predict(v, fit_part.user, fit_part.item), fit_part.rating)
+            _check(expected >= 0.9 * trained, f"the {what} model is trained on the training split",
+                   f"test MSE {expected:.4f} against {trained:.4f} on its training ratings")
         lf, lf_param, lamb, lamb_b = _numbers(side.get("lambdas"), "the lambdas")
         _check(np.isclose(lf, lf_param, rtol=1e-6), "the factors' own lambda is used")
         _check(np.isclose(lamb, lamb_b, rtol=1e-6), "the full model keeps the biases' lambda bias-only chose")

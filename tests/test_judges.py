@@ -91,3 +91,19 @@ def test_seeds_differ_by_test_and_by_base():
     seeds = {seed_of(*key, BASE) for key in TESTS}
     assert len(seeds) == len(TESTS)
     assert seed_of("exercise_5_1", "test_mse", BASE) != seed_of("exercise_5_1", "test_mse", BASE + 1)
+
+
+def test_an_untrained_search_fails_the_tune_check():
+    """A `tune` that keeps the lowest validation MSE of models it never trained satisfies
+    every bookkeeping check; the judge asks that training lowered the validation MSE."""
+    key = ("exercise_5_2", "test_tune")
+    c = TESTS[key].draw(np.random.default_rng(seed_of(*key, BASE)))
+    nu, ni, val = c["nu"], c["ni"], c["val"]
+    untrained = {"alpha": np.float64(c["mu"]), "beta_u": np.zeros(nu), "beta_i": np.zeros(ni),
+                 "gamma_u": np.zeros((nu, 2)), "gamma_i": np.zeros((ni, 2))}
+    value = float(np.mean((c["mu"] - val.rating.astype(float)) ** 2))
+    results = {"trials": [[[["lamb", lamb]], 1, 1, value] for lamb in c["grid"]["lamb"]],
+               "chosen": value, "model": {k: judges._pack(v) for k, v in untrained.items()}}
+    payload = {"exercise": key[0], "test": key[1], "results": json.loads(json.dumps(results))}
+    failure = judge_payload(*key, [payload], BASE, {})
+    assert failure is not None and failure.label == "the candidates are trained on the fit part"
