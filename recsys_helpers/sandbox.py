@@ -565,8 +565,11 @@ def _start(argv: list[str], config: dict) -> int:
             space = memory + ADDRESS_SPACE_HEADROOM
             resource.setrlimit(resource.RLIMIT_AS, (space, space))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if config["disk"] > 0:  # no single file beyond the disk limit
-            resource.setrlimit(resource.RLIMIT_FSIZE, (config["disk"], config["disk"]))
+        if config["disk"] > 0:  # no single file up to the disk limit: one that reached it
+            # exactly would, with its folder's entries, put the notebook over the limit for
+            # the moment before the refused writer removes it, and the watchdog would stop it
+            largest = config["disk"] - min(config["disk"] // 8, 2**20)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (largest, largest))
         if root:
             _check(libc.unshare(_CLONE_NEWNS), "unshare")
             _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount")
