@@ -31,12 +31,11 @@ import time
 from pathlib import Path
 
 from .runner import (
-    BOOK_FIGURES,
     NOTEBOOKS,
     ROOT,
     course_notebooks,
     data_description,
-    figure_label,
+    figure_rows,
     source_digest,
 )
 
@@ -137,15 +136,9 @@ def _section(markdown: str, title: str) -> str:
 def _results_table(executed: dict[str, Path]) -> str:
     from .results import read_results
 
-    lines = ["| notebook | figure | this edition | book (real data) |", "|---|---|---:|---:|"]
-    for stem, path in executed.items():
-        for name, value in read_results(path).items():
-            book = BOOK_FIGURES.get((stem, name))
-            shown = f"{value:.4f}" if isinstance(value, float) else (
-                f"{value:,}" if isinstance(value, int) else str(value))
-            book_shown = "" if book is None else (f"{book:,}" if isinstance(book, int) else f"{book:.3f}")
-            lines.append(f"| {stem} | {figure_label(name)} | {shown} | {book_shown} |")
-    return "\n".join(lines) + "\n"
+    rows = figure_rows({stem: read_results(path) for stem, path in executed.items()}, names=False)
+    return "\n".join(["| notebook | figure | this edition | book (real data) |",
+                      "|---|---|---:|---:|", *rows]) + "\n"
 
 
 def _landing(executed: dict[str, Path], label: str, instructor: bool, pages: list[str]) -> str:

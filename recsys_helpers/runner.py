@@ -362,6 +362,20 @@ def _shown(value) -> str:
     return str(value)
 
 
+def figure_rows(results: dict, names: bool = True) -> list[str]:
+    """Markdown table rows ``| notebook | figure | value | the book's |`` of recorded
+    figures by notebook stem (``names``: each label followed by the figure's name)."""
+    rows = []
+    for stem, figures in results.items():
+        for name, value in figures.items():
+            book = BOOK_FIGURES.get((stem, name))
+            book_shown = "" if book is None else (f"{book:,}" if isinstance(book, int)
+                                                  else f"{book:.3f}")
+            label = f"{figure_label(name)} (`{name}`)" if names else figure_label(name)
+            rows.append(f"| {stem} | {label} | {_shown(value)} | {book_shown} |")
+    return rows
+
+
 def _results_markdown(results: dict, seconds: dict, memory: dict, data_label: str) -> str:
     lines = ["# Results of the course notebooks", "",
              f"Data: {data_label}. The book's figures were obtained on the real Goodreads files;",
@@ -369,13 +383,7 @@ def _results_markdown(results: dict, seconds: dict, memory: dict, data_label: st
              f"Figures named `...{LAB_SUFFIX}` come from the taste laboratory (synthetic, with "
              "planted genres and tastes: `data/lab/`), whichever data the run reads.",
              "", "| notebook | figure | this run | book |", "|---|---|---:|---:|"]
-    for stem, figures in results.items():
-        for name, value in figures.items():
-            book = BOOK_FIGURES.get((stem, name))
-            book_shown = "" if book is None else (f"{book:,}" if isinstance(book, int)
-                                                  else f"{book:.3f}")
-            label = f"{figure_label(name)} (`{name}`)"
-            lines.append(f"| {stem} | {label} | {_shown(value)} | {book_shown} |")
+    lines += figure_rows(results)
     lines += ["", "| notebook | seconds | peak memory of the kernel (MB) |", "|---|---:|---:|"]
     lines += [f"| {stem} | {sec:.1f} | {memory[stem] / 1e6:,.0f} |" for stem, sec in seconds.items()]
     return "\n".join(lines) + "\n"
