@@ -33,7 +33,7 @@ from .interactions import Interactions, PositiveSet
 from .metrics import auc_exact, auc_sampled, precision_recall_at_k, top_k
 from .progress import trange
 from .results import record, recorded
-from .tuning import EarlyStopping
+from .tuning import EarlyStopping, count_candidate
 
 __all__ = ["LADDER", "Scale", "scale_for", "tuning_part", "Scorer", "factor_state", "Trained",
            "train_bpr", "Validation", "Search", "search_learning_rate", "HeldOut",
@@ -461,6 +461,7 @@ def search_learning_rate(X, validate: Callable, *, start: float = 0.01,
                       monitor=monitor, patience=patience, min_iterations=min_iterations,
                       desc=f"{label}learning rate {lr:g}", progress=progress, **bpr)
         trials[lr] = t
+        count_candidate("search_learning_rate")
         if t.diverged and not np.isfinite(t.best_value):
             print(f"{label}learning rate {lr:g}: the factors diverged (NaN)")
         else:

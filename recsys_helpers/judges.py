@@ -597,8 +597,9 @@ def _judge_model_auc(c, results, params):
     users = users[:2_000]
     zu, zi, scale = _blur(v, users, c, data.n_users, data.n_items)
     exact, counts = [], []
-    for start in range(0, users.size, 200):
-        chunk = users[start:start + 200]
+    block = max(1, 2_000_000 // data.n_items)  # users scored at once: about 16 MB a matrix
+    for start in range(0, users.size, block):
+        chunk = users[start:start + block]
         scores = v["gamma_u"][chunk] @ v["gamma_i"].T + v["beta_i"] + scale * (zu[chunk] @ zi.T)
         for row, u in zip(scores, chunk):
             mask = np.ones(data.n_items, bool)

@@ -136,10 +136,11 @@ def auc_exact(score_users, train: sp.csr_matrix, test: sp.csr_matrix, max_users=
         s[te.row, te.col] = np.nan          # negatives; NaN compares false with everything
         n_neg = np.count_nonzero(~np.isnan(s), axis=1)
         per_item = np.empty(te.row.size)
-        for start in range(0, te.row.size, 64):  # held-out items, a block at a time
-            rows, pos = te.row[start:start + 64], positive[start:start + 64, None]
+        block = max(1, min(64, 1_000_000 // max(s.shape[1], 1)))  # rows of s copied at once
+        for start in range(0, te.row.size, block):  # held-out items, a block at a time
+            rows, pos = te.row[start:start + block], positive[start:start + block, None]
             wins = (s[rows] < pos).sum(axis=1) + 0.5 * (s[rows] == pos).sum(axis=1)
-            per_item[start:start + 64] = wins / np.maximum(n_neg[rows], 1)
+            per_item[start:start + block] = wins / np.maximum(n_neg[rows], 1)
         n_pos = np.bincount(te.row, minlength=len(chunk))
         per_user = np.bincount(te.row, weights=per_item, minlength=len(chunk))
         ok = n_neg > 0

@@ -7,7 +7,8 @@ solution notebook with the chosen data, and writes into the output folder:
   (a local MathJax copied beside the pages);
 * ``results.json`` (the figures by notebook) and ``results.md`` (each figure with a
   readable label, beside the book's where the book reports one);
-* ``timing.json`` (each notebook's wall time and the peak resident memory of its kernel);
+* ``timing.json`` (each notebook's wall time, the peak memory of its kernel and the
+  processes it starts, and how many candidate models the package's searches trained);
 * ``failures.json``: one entry per notebook that did not run to the end, with its kind:
   ``check`` (a test cell's assertion failed: the notebook ran, a figure is not what the
   check expects), ``crash`` (any other error) or ``timeout``.
@@ -397,15 +398,21 @@ def _kernel_environ(data: str | None, data_dir) -> dict:
 
 
 def _execute_one(path: Path, timeout: int) -> tuple:
-    """(executed node, Failure or None, seconds, peak memory) of one notebook."""
+    """(executed node, Failure or None, seconds, peak memory, candidate models its
+    searches trained) of one notebook."""
+    from .tuning import CANDIDATE_LOG, candidates_counted
+
     start = time.perf_counter()
     failure = None
-    with _PeakMemory() as peak:
-        try:
-            nb = run_notebook(path, timeout=timeout)
-        except NotebookFailed as exc:
-            nb, failure = exc.notebook, exc.failure
-    return nb, failure, time.perf_counter() - start, peak.peak
+    with tempfile.TemporaryDirectory(prefix="recsys-candidates-") as folder:
+        log = os.path.join(folder, "candidates")
+        with _environ_set({CANDIDATE_LOG: log}), _PeakMemory() as peak:
+            try:
+                nb = run_notebook(path, timeout=timeout)
+            except NotebookFailed as exc:
+                nb, failure = exc.notebook, exc.failure
+        candidates = candidates_counted(log)
+    return nb, failure, time.perf_counter() - start, peak.peak, candidates
 
 
 def _write_json(path: Path, value) -> None:
@@ -431,13 +438,14 @@ def execute_notebooks(paths: Iterable[Path], out: str | os.PathLike = "build/run
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mathjax = _mathjax_url(out)
-    results, seconds, memory, failures = {}, {}, {}, []
+    results, seconds, memory, candidates, failures = {}, {}, {}, {}, []
     paths_run = list(paths)
     bar = tqdm(paths_run, desc="notebooks", unit="nb", disable=not progress)
     with _environ_set(_kernel_environ(data, data_dir)):
         for path in bar:
             bar.set_postfix_str(path.stem)
-            nb, failure, seconds[path.stem], memory[path.stem] = _execute_one(path, timeout)
+            (nb, failure, seconds[path.stem], memory[path.stem],
+             candidates[path.stem]) = _execute_one(path, timeout)
             strip_widgets(nb)
             collapse_progress(nb)
             if failure is not None:
@@ -453,7 +461,8 @@ def execute_notebooks(paths: Iterable[Path], out: str | os.PathLike = "build/run
     (out / "results.md").write_text(_results_markdown(results, seconds, memory, label),
                                     encoding="utf-8")
     _write_json(out / "timing.json", {s: {"seconds": round(seconds[s], 2),
-                                          "peak_rss_bytes": memory[s]} for s in seconds})
+                                          "peak_rss_bytes": memory[s],
+                                          "candidates": candidates[s]} for s in seconds})
     _write_json(out / "failures.json", [asdict(f) for f in failures])
     _record_run(out, paths_run, label, failures)
     return results, failures

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .tuning import count_candidate
+
 __all__ = ["SVD_DEFAULTS", "BASELINE_DEFAULTS", "TUNE_AUTO_ABOVE", "TUNE_AUTO_SAMPLE",
            "faster", "validation_split", "Search", "coordinate_search", "estimates",
            "predict_frame", "surprise_mse", "tune",
@@ -285,6 +287,7 @@ class _Trials:
         if key not in self.cache:
             value = self.ahead.pop(key) if key in self.ahead else float(self.evaluate(dict(settings)))
             self.cache[key] = value if np.isfinite(value) else np.inf
+            count_candidate("coordinate_search")
             self.rows.append({"stage": stage, **settings, "validation MSE": value})
             if self.progress is not None:
                 self.progress.update(1)

@@ -26,6 +26,7 @@ A typical use, with the course's TensorFlow models (see notebook 3 and exercise 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,7 +44,30 @@ __all__ = [
     "validation_mse",
     "train_with_early_stopping",
     "grid_search",
+    "count_candidate",
 ]
+
+#: The environment variable naming a file to which every search of the package appends one
+#: line per candidate model it trains (``python -m recsys_helpers run`` sets it for each
+#: notebook, and ``timing.json`` reports the count).  Unset, nothing is written.
+CANDIDATE_LOG = "RECSYS_CANDIDATE_LOG"
+
+
+def count_candidate(search: str) -> None:
+    """Note that ``search`` trained one more candidate (see :data:`CANDIDATE_LOG`)."""
+    log = os.environ.get(CANDIDATE_LOG)
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(search + "\n")
+
+
+def candidates_counted(log) -> int:
+    """The number of candidates noted in the file ``log`` (0 if there is none)."""
+    try:
+        with open(log, encoding="utf-8") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -349,6 +373,7 @@ def grid_search(make_model: Callable, grid: dict, batches: Callable, validate: C
             shared.store(model)
         trial = Trial(params, stopper.best_value, stopper.best_step, history)
         trials.append(trial)
+        count_candidate("grid_search")
         better = (best is None
                   or (trial.value < best[0].value if mode == "min" else trial.value > best[0].value))
         if better:

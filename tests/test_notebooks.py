@@ -282,6 +282,10 @@ def test_runner_runs_one_notebook_end_to_end(surprise_run):
     timing = json.loads((out / "timing.json").read_text())["01_latent_factor_surprise"]
     assert timing["seconds"] > 0 and timing["peak_rss_bytes"] > 50e6  # a kernel with numpy loaded
     executed = json.loads((out / "01_latent_factor_surprise.ipynb").read_text())
+    # four searches (SVD and BaselineOnly, on both data sets); the laboratory's SVD search
+    # prints its own count
+    lab_svd = int(re.search(r"the coordinate search: (\d+)\.", json.dumps(executed)).group(1))
+    assert timing["candidates"] > lab_svd + 3
     assert all(c.get("execution_count") for c in executed["cells"] if c["cell_type"] == "code")
 
 

@@ -170,3 +170,25 @@ def test_a_parallel_coordinate_search_takes_the_same_path():
     parallel = coordinate_search(bowl, ladders, {"a": 1, "b": 50, "c": 2}, workers=2)
     assert parallel.best == serial.best == {"a": 3, "b": 20, "c": 0}
     assert parallel.table.equals(serial.table) and parallel.path.equals(serial.path)
+
+
+def test_each_candidate_a_search_trains_is_counted_once(tmp_path, monkeypatch):
+    """The count the runner reports (timing.json's ``candidates``): one per setting a
+    search evaluated, also when the coarse passes run in forked workers."""
+    from recsys_helpers.surprise_tools import coordinate_search
+    from recsys_helpers.tuning import CANDIDATE_LOG, candidates_counted
+
+    def bowl(s):
+        return (s["a"] - 3) ** 2 + (s["b"] - 20) ** 2 + 1
+
+    ladders = {"a": [1, 2, 3, 4, 5], "b": [5, 10, 20, 50]}
+    log = tmp_path / "candidates"
+    monkeypatch.setenv(CANDIDATE_LOG, str(log))
+    serial = coordinate_search(bowl, ladders, {"a": 1, "b": 50})
+    assert candidates_counted(log) == len(serial.table) > 4
+    parallel = coordinate_search(bowl, ladders, {"a": 1, "b": 50}, workers=2)
+    assert candidates_counted(log) == len(serial.table) + len(parallel.table)
+    monkeypatch.delenv(CANDIDATE_LOG)
+    coordinate_search(bowl, ladders, {"a": 1, "b": 50})
+    assert candidates_counted(log) == len(serial.table) + len(parallel.table)
+    assert candidates_counted(tmp_path / "none") == 0
