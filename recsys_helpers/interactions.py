@@ -5,7 +5,9 @@ Everything here is vectorised: no Python loop runs once per interaction.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,12 +164,23 @@ class PositiveSet:
     faster than a binary search (:func:`numpy.searchsorted`) of the sorted keys.
     """
 
+    #: The sets alive, by a digest of their pairs: a set equal to one of them shares its
+    #: keys and hash table (a notebook, a batch sampler and each candidate of a search
+    #: often build the same set; at full size, each copy would hold about 30 MB).
+    _alive: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
     def __init__(self, users, items, n_items: int):
         self.n_items = int(n_items)
         self.keys = np.unique(np.asarray(users, np.int64) * self.n_items
                               + np.asarray(items, np.int64))
-        self._index = pd.Index(self.keys, copy=False)
-        self._index.get_indexer(self.keys[:1])  # builds the hash table now, not in a lookup
+        digest = (self.n_items, hashlib.blake2b(self.keys.tobytes(), digest_size=16).digest())
+        twin = self._alive.get(digest)
+        if twin is not None and np.array_equal(twin.keys, self.keys):
+            self.keys, self._index = twin.keys, twin._index
+        else:
+            self._index = pd.Index(self.keys, copy=False)
+            self._index.get_indexer(self.keys[:1])  # builds the hash table now
+        self._alive[digest] = self  # the newest holder: the longest to live, likely
 
     def contains(self, users, items) -> np.ndarray:
         """Boolean array: is each ``(users[k], items[k])`` a positive pair?"""

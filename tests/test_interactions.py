@@ -320,3 +320,20 @@ def test_training_mean():
     m = training_mean(data)
     assert isinstance(m, float)
     assert m == pytest.approx(11 / 3)
+
+
+def test_equal_positive_sets_share_one_hash_table():
+    """A set equal to one alive (whatever the order of its pairs) reuses its table; a
+    different set, or one over another number of items, builds its own."""
+    import gc
+
+    first = PositiveSet([0, 1, 2, 2], [1, 2, 0, 0], n_items=3)
+    same = PositiveSet(np.array([2, 1, 0]), np.array([0, 2, 1]), n_items=3)
+    assert same._index is first._index and same.keys is first.keys
+    assert PositiveSet([0, 1], [1, 2], n_items=3)._index is not first._index
+    assert PositiveSet([0, 1, 2], [1, 2, 0], n_items=4)._index is not first._index
+    del first
+    gc.collect()
+    again = PositiveSet([2, 0, 1], [0, 1, 2], n_items=3)  # the one left alive is found
+    assert again._index is same._index
+    assert again.contains([0, 1, 2, 0], [1, 2, 0, 0]).tolist() == [True, True, True, False]
