@@ -139,6 +139,41 @@ def check_targets(rows: dict, totals: dict, parse: dict, cached_loads: list,
     return targets
 
 
+def repeat_check(first: dict, cached: dict) -> dict:
+    """The course run twice with the same seed (the cached run repeats the first): the
+    recorded figures and candidate counts that differ between the two runs."""
+    same, differ, candidates = 0, {}, {}
+    for stem, figures in cached["results"].items():
+        before = first["results"].get(stem, {})
+        for name, value in figures.items():
+            if before.get(name) == value:
+                same += 1
+            else:
+                differ.setdefault(stem, {})[name] = [before.get(name), value]
+    for stem, timing in cached["timing"].items():
+        counts = [t.get("candidates") for t in (first["timing"].get(stem, {}), timing)]
+        if counts[0] != counts[1]:
+            candidates[stem] = counts
+    return {"identical": same, "differ": differ, "candidates_differ": candidates}
+
+
+def repeat_sentence(check: dict) -> str:
+    """The repeated run's check, in one paragraph."""
+    n_differ = sum(len(f) for f in check["differ"].values())
+    text = (f"**Repeated run.** The cached run repeats the first with the same seed: "
+            f"{check['identical']} of {check['identical'] + n_differ} recorded figures are "
+            "identical")
+    if n_differ:
+        text += " (differing: " + "; ".join(
+            f"{stem} {name} {a!r} then {b!r}" for stem, figures in check["differ"].items()
+            for name, (a, b) in figures.items()) + ")"
+    text += ("; every notebook trained the same number of candidates in both runs."
+             if not check["candidates_differ"] else "; candidates trained differ: " + "; ".join(
+                 f"{stem} {a} then {b}" for stem, (a, b) in check["candidates_differ"].items())
+             + ".")
+    return text
+
+
 def fmt(x: float | None, unit: str = "s") -> str:
     """A table cell: seconds (``s``), ``GB`` (of bytes) or a ratio (``x``); – if none."""
     if x is None:
@@ -184,6 +219,8 @@ run). The book's peaks are exact.
 {scaled}| target | measured | limit | result |
 |---|---:|---:|---|
 {targets}
+
+{repeat}
 """
 
 
@@ -244,7 +281,8 @@ def markdown(report: dict) -> str:
         scaled="\\* Partly timed on a subset and scaled linearly (the memory is measured, not "
         f"scaled): {'; '.join(scaled)}.\n\n" if scaled else "",
         targets="\n".join(row(t["description"], *target_cells(t), t["status"])
-                          for t in report["targets"]))
+                          for t in report["targets"]),
+        repeat=repeat_sentence(report["repeat"]))
 
 
 def full_report(m: dict, machine: dict, args, elapsed: float) -> dict:
@@ -280,4 +318,5 @@ def full_report(m: dict, machine: dict, args, elapsed: float) -> dict:
                                                          "max_rss_any_process_bytes", "output")}
                         for label in ("first", "cached")},
         "targets": check_targets(rows, totals, m["parse"], m["cached_loads"], m["cached"]),
+        "repeat": repeat_check(m["first"], m["cached"]),
         "elapsed_seconds": elapsed}

@@ -306,6 +306,7 @@ class _Trials:
             return
         for c, value in zip(todo, _in_parallel(self.evaluate, todo, self.workers)):
             self.ahead[self._key(c)] = value
+            count_candidate("coordinate_search")  # trained, whether or not the path visits it
 
     def _key(self, settings) -> tuple:
         return tuple(settings[k] for k in self.ladders)
@@ -313,9 +314,12 @@ class _Trials:
     def __call__(self, settings, stage) -> float:
         key = self._key(settings)
         if key not in self.cache:
-            value = self.ahead.pop(key) if key in self.ahead else float(self.evaluate(dict(settings)))
+            if key in self.ahead:
+                value = self.ahead.pop(key)
+            else:
+                value = float(self.evaluate(dict(settings)))
+                count_candidate("coordinate_search")
             self.cache[key] = value if np.isfinite(value) else np.inf
-            count_candidate("coordinate_search")
             self.rows.append({"stage": stage, **settings, "validation MSE": value})
             if self.progress is not None:
                 self.progress.update(1)
@@ -368,9 +372,12 @@ def _coarse(trials: _Trials, best: dict, key: str) -> dict:
 
 
 def _refine(trials: _Trials, best: dict, key: str, stage: str) -> dict:
-    """Move ``key`` up its ladder while that helps, else down while that helps."""
+    """Move ``key`` up its ladder while that helps, else down while that helps.  (With
+    workers, both neighbours are fitted at once first: the path is the same, and the one
+    not needed costs a core that would otherwise wait.)"""
     ladder = trials.ladders[key]
     at = ladder.index(best[key])
+    trials.prefetch([{**best, key: ladder[j]} for j in (at + 1, at - 1) if 0 <= j < len(ladder)])
     for step in (1, -1):
         j = at + step
         while 0 <= j < len(ladder) and trials.beats({**best, key: ladder[j]}, best, stage):
@@ -502,10 +509,12 @@ def tune(make: Callable[..., object], ladders: Mapping[str, Sequence], start: Ma
 
 def _training_mse(algorithm, trainset) -> float:
     """The MSE of a fitted ``SVD`` on its training ratings, as Surprise predicts them
-    (every user and item known; the estimate clipped to the rating scale)."""
+    (every user and item known; the estimate clipped to the rating scale; with
+    ``biased=False``, the factors' product alone)."""
     u, i, r = faster(trainset).columns()
-    est = algorithm.trainset.global_mean + algorithm.bu[u] + algorithm.bi[i]
-    est = est + np.einsum("nk,nk->n", algorithm.pu[u], algorithm.qi[i])
+    est = np.einsum("nk,nk->n", algorithm.pu[u], algorithm.qi[i])
+    if algorithm.biased:
+        est = est + algorithm.trainset.global_mean + algorithm.bu[u] + algorithm.bi[i]
     lo, hi = trainset.rating_scale
     return float(np.mean((np.clip(est, lo, hi) - r) ** 2))
 
@@ -542,8 +551,10 @@ def epoch_curve(make: Callable[..., object], settings: Mapping, fit_part, valida
 def score_matrix(algorithm) -> np.ndarray:
     """Every user's predicted rating of every item (users x items, inner IDs) of a fitted
     ``SVD`` or ``BaselineOnly``: ``mu + b_u + b_i`` (+ ``q_i . p_u``), unclipped, for
-    ranking."""
+    ranking (``SVD(biased=False)``: ``q_i . p_u`` alone, as Surprise predicts)."""
     trainset = algorithm.trainset
+    if hasattr(algorithm, "pu") and not algorithm.biased:
+        return algorithm.pu @ algorithm.qi.T
     if hasattr(algorithm, "pu"):
         bu, bi = algorithm.bu, algorithm.bi
         scores = algorithm.pu @ algorithm.qi.T
