@@ -210,7 +210,8 @@ its kernel and the processes it starts; of the book's approach, its process's re
 {notebooks}
 
 *Candidates*: the models the notebook's searches trained to choose its settings on the \
-validation split (cached run; first run in brackets). The whole course's row sums the \
+validation split (cached run; first run in brackets), as the package's searches count them \
+(–: the notebook's search is its own code, which is not counted). The whole course's row sums the \
 seconds of the notebooks with a counterpart in the book's approach ({unpaired} has none: \
 the book does not use Spark); its peak memory is the largest of any notebook. The notebooks' peaks are sampled every 0.2 s by the runner; the exact peak of the \
 largest process of each run (`wait4`) was {cached} GB (cached run) and {first} GB (first \
@@ -234,7 +235,7 @@ def notebook_table(report: dict) -> tuple[list[str], list[str]]:
                                   if s["scaled"])
             scaled.append(f"{stem}: " + ", ".join(parts))
         candidates = (f"{ours['candidates']} ({first['candidates']})"
-                      if "candidates" in ours and "candidates" in first else "–")
+                      if ours.get("candidates") and first.get("candidates") else "–")
         lines.append(row(
             stem + (" (failed)" if r["failures"] else ""), candidates,
             (ours.get("seconds"), first.get("seconds"), "s"),
