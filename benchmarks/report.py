@@ -194,15 +194,15 @@ def row(*cells) -> str:
 MARKDOWN = """\
 Measured on {m[cpus]} CPUs ({m[cpu_model]}), {gib:.0f} GiB of RAM, {m[platform]}; Python \
 {m[python]}, numpy {v[numpy]}, TensorFlow {v[tensorflow]}, implicit {v[implicit]}, \
-scikit-surprise {v[scikit-surprise]}. The machine was shared with other work (1-minute load \
-average while measuring: mean {load[mean]:.1f}, at most {load[max]:.1f}; the benchmark itself \
-accounts for about 1), so the seconds are noisy; the ratios are what to compare.
+scikit-surprise {v[scikit-surprise]}. 1-minute load average while measuring: mean \
+{load[mean]:.1f}, at most {load[max]:.1f} (the benchmark itself accounts for about 1); the \
+seconds vary from run to run, the ratios are what to compare.
 
 Ratios are book / ours: above 1, the course's notebook is faster or needs less memory. *Ours* \
 is the notebook executed headless on the full-size files, from the load caches (the first \
 run, which parses the files, in brackets), choosing its settings on a validation split; \
-*book* is the book's approach to the same pipeline on the same file: the book's settings, \
-trained once. Peak memory in GB of 10⁹ bytes: of a notebook, the proportional set size of \
+*book* is the book's approach to the same pipeline on the same file, with the book's \
+settings and no search. Peak memory in GB of 10⁹ bytes: of a notebook, the proportional set size of \
 its kernel and the processes it starts; of the book's approach, its process's resident set.
 
 | notebook | candidates | ours (s) | book (s) | speed ratio | ours peak (GB) | book peak (GB) | memory ratio |
