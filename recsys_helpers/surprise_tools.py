@@ -60,7 +60,7 @@ def compact(data):
 
     Surprise's reader makes new strings for the ids (and a new float for the rating) on
     every line it reads.  The test split keeps a copy per line, and the memory of the
-    copies freed is not given back to the system: on a file the size of Goodreads' (3.4M
+    copies freed is not given back to the system: on a full-size synthetic file (3.2M
     lines), the notebook held 1.81 GB after the book's split (and after deleting the
     Dataset), 1.40 GB with this.  The ratings keep their values and their order, so the splits and
     the models fitted on them are identical:
