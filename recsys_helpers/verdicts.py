@@ -76,6 +76,13 @@ def _metric(name: str) -> str:
     return name.replace("_", " ")
 
 
+def shown(x: float) -> str:
+    """A figure as a verdict prints it: three decimals, or two significant digits below
+    0.01 (a precision@10 of 0.0004 against 0.0002 is not "0.000 against 0.000")."""
+    x = float(x)
+    return f"{x:.3f}" if x == 0 or abs(x) >= 0.01 else f"{x:.2g}"
+
+
 def verdict(model: str, baseline: str, better: str, *, model_label: str,
             baseline_label: str, data: str, metric: str | None = None,
             margin: float = 0.01, because: dict | None = None) -> Verdict:
@@ -107,15 +114,15 @@ def verdict(model: str, baseline: str, better: str, *, model_label: str,
     change = (value - reference) / max(abs(reference), 1e-12)
     if result == "same":
         how = (f"is within {margin * 100:g}% of {_possessive(baseline_label)}, "
-               f"{reference:.3f}: no real difference")
+               f"{shown(reference)}: no real difference")
     else:
         direction = "lower" if change < 0 else "higher"
         # against a reference of zero a relative change means nothing: say by how much
         by = (f"{abs(change):.1%}" if abs(reference) > 1e-9
-              else f"{abs(value - reference):.3f}")
+              else shown(abs(value - reference)))
         how = (f"is {by} {direction} than {_possessive(baseline_label)}, "
-               f"{reference:.3f} ({result})")
-    sentence = f"{data}: {_possessive(model_label)} {metric}, {value:.3f}, {how}."
+               f"{shown(reference)} ({result})")
+    sentence = f"{data}: {_possessive(model_label)} {metric}, {shown(value)}, {how}."
     extra = (because or {}).get(result)
     if extra:
         sentence += " " + extra.format(model=value, baseline=reference, change=change)
@@ -158,8 +165,8 @@ def disagreements(figures: dict, verdicts) -> list[str]:
         if found != v.outcome:
             wrong.append(f"says {v.outcome!r}, the figures give {found!r}: {v.sentence}")
         for name in (v.model, v.baseline):
-            if f"{figures[name]:.3f}" not in v.sentence:
-                wrong.append(f"does not show {name} = {figures[name]:.3f}: {v.sentence}")
+            if shown(figures[name]) not in v.sentence:
+                wrong.append(f"does not show {name} = {shown(figures[name])}: {v.sentence}")
     return wrong
 
 

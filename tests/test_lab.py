@@ -193,6 +193,18 @@ def test_verdict_sentence_comes_from_the_figures(capsys):
                          baseline_label="y", data="z")
 
 
+def test_verdicts_show_small_figures_with_significant_digits(capsys):
+    record("p_small", 0.00035)
+    record("q_small", 0.0002)
+    found = verdicts.verdict("p_small", "q_small", "higher", model_label="the model",
+                             baseline_label="popularity", data="Somewhere",
+                             metric="precision@10")
+    assert found.sentence == ("Somewhere: the model's precision@10, 0.00035, is 75.0% higher "
+                              "than popularity's, 0.0002 (better).")
+    assert verdicts.disagreements({"p_small": 0.00035, "q_small": 0.0002}, [found]) == []
+    assert verdicts.shown(0.712) == "0.712" and verdicts.shown(0.0) == "0.000"
+
+
 def test_verdicts_are_read_back_from_a_notebook():
     payload = {"model": "a", "baseline": "b", "better": "lower", "margin": 0.01,
                "outcome": "same", "sentence": "s"}
