@@ -95,10 +95,7 @@ def _weakest(rows: dict, what: str) -> tuple[float | None, str]:
     found = [(r[f"{what}_ratio{run}"], f"{stem}, {label}") for stem, r in rows.items()
              for run, label in (("", "cached run"), ("_first_run", "first run"))
              if r.get(f"{what}_ratio{run}") is not None]
-    if not found:
-        return None, ""
-    value, where = min(found)
-    return value, where
+    return min(found, default=(None, ""))
 
 
 def check_targets(rows: dict, totals: dict, parse: dict, cached_loads: list,
@@ -202,8 +199,9 @@ Ratios are book / ours: above 1, the course's notebook is faster or needs less m
 is the notebook executed headless on the full-size files, from the load caches (the first \
 run, which parses the files, in brackets), choosing its settings on a validation split; \
 *book* is the book's approach to the same pipeline on the same file, with the book's \
-settings and no search. Peak memory in GB of 10⁹ bytes: of a notebook, the proportional set size of \
-its kernel and the processes it starts; of the book's approach, its process's resident set.
+settings and no search. Peak memory in GB of 10⁹ bytes: of a notebook, the proportional set \
+size of its kernel and the processes it starts; of the book's approach, its process's \
+resident set.
 
 | notebook | candidates | ours (s) | book (s) | speed ratio | ours peak (GB) | book peak (GB) | memory ratio |
 |---|---:|---:|---:|---:|---:|---:|---:|
@@ -211,9 +209,10 @@ its kernel and the processes it starts; of the book's approach, its process's re
 
 *Candidates*: the models the notebook's searches trained to choose its settings on the \
 validation split (cached run; first run in brackets), as the package's searches count them \
-(–: the notebook's search is its own code, which is not counted). The whole course's row sums the \
-seconds of the notebooks with a counterpart in the book's approach ({unpaired} has none: \
-the book does not use Spark); its peak memory is the largest of any notebook. The notebooks' peaks are sampled every 0.2 s by the runner; the exact peak of the \
+(–: the notebook's search is its own code, which is not counted). The whole course's row \
+sums the seconds of the notebooks with a counterpart in the book's approach ({unpaired} has \
+none: the book does not use Spark); its peak memory is the largest of any notebook. The \
+notebooks' peaks are sampled every 0.2 s by the runner; the exact peak of the \
 largest process of each run (`wait4`) was {cached} GB (cached run) and {first} GB (first \
 run). The book's peaks are exact.
 
@@ -260,8 +259,7 @@ def target_cells(t: dict) -> tuple[str, str]:
     elif t["unit"] == "ratio":
         value = fmt(None) if t["value"] is None else f"{t['value']:.3f}"
     elif t["unit"] == "x":
-        value = fmt(None) if t["value"] is None else f"{t['value']:.2f}×"
-        value += f" ({t['note']})" if t["note"] else ""
+        value = fmt(t["value"], "x") + (f" ({t['note']})" if t["note"] else "")
     else:
         value = fmt(t["value"], "GB") + " GB" if t["unit"] == "bytes" else fmt(t["value"]) + " s"
     limit = {"bytes": f"{sign} {t['limit'] / GB:g} GB", "ratio": f"{sign} {t['limit']:.3f}",
