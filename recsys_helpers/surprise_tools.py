@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,8 +34,8 @@ import pandas as pd
 from .tuning import count_candidate
 
 __all__ = ["SVD_DEFAULTS", "BASELINE_DEFAULTS", "TUNE_AUTO_ABOVE", "TUNE_AUTO_SAMPLE",
-           "compact", "faster", "validation_split", "Search", "coordinate_search", "estimates",
-           "predict_frame", "surprise_mse", "tune",
+           "compact", "faster", "baseline_als", "validation_split", "Search", "coordinate_search", "estimates",
+           "predict_frame", "surprise_mse", "readers_share", "tune",
            "epoch_curve", "score_matrix", "top_unseen", "top_popular", "rating_summary",
            "large_errors"]
 
@@ -121,6 +122,7 @@ _FastTrainset = None  # the class, built on first use (Surprise is imported lazi
 def _fast_class(base):
     global _FastTrainset
     if _FastTrainset is None:
+        _route_als()
         class FastTrainset(base):
             """A Surprise ``Trainset`` whose ``all_ratings()`` reads three lists."""
 
@@ -135,10 +137,18 @@ def _fast_class(base):
                         u.append(users[uid])
                         i.append(items[iid])
                         r.append(values.setdefault(rating, rating))
-                self._columns = (u, i, r)
+                self._columns, self._arrays = (u, i, r), None
 
             def all_ratings(self):
                 return zip(*self._columns)
+
+            def arrays(self):
+                """:meth:`columns`, made once and kept (user and item IDs as int32)."""
+                if self._arrays is None:
+                    u, i, r = self._columns
+                    self._arrays = (np.asarray(u, dtype=np.int32), np.asarray(i, dtype=np.int32),
+                                    np.asarray(r, dtype=float))
+                return self._arrays
 
             def columns(self):
                 """The training ratings as three arrays: user and item inner IDs, ratings."""
@@ -148,6 +158,66 @@ def _fast_class(base):
 
         _FastTrainset = FastTrainset
     return _FastTrainset
+
+
+def _route_als():
+    """Send Surprise's alternating least squares of the biases (``BaselineOnly``, and the
+    baselines of ``KNNBaseline``) to :func:`baseline_als` when the training split is
+    :func:`faster`'s; any other training split keeps Surprise's own loop."""
+    from surprise.prediction_algorithms import algo_base
+
+    surprise_als = algo_base.baseline_als
+    if getattr(surprise_als, "routed", False):
+        return
+
+    def als(algorithm):
+        if isinstance(algorithm.trainset, _FastTrainset):
+            return baseline_als(algorithm.trainset, **{k: algorithm.bsl_options[k] for k in
+                                                       ("n_epochs", "reg_u", "reg_i")
+                                                       if k in algorithm.bsl_options})
+        return surprise_als(algorithm)
+
+    als.routed = True
+    algo_base.baseline_als = als
+
+
+def baseline_als(trainset, n_epochs: int = 10, reg_u: float = 15, reg_i: float = 10):
+    """Surprise's alternating least squares of the biases (``bsl_options={"method": "als"}``),
+    with numpy: the same updates in the same order, each pass a sum per book and a sum per
+    user (:func:`numpy.bincount`) instead of a Python loop over every rating.
+
+    Each pass sets every book's bias to the mean of its ratings' deviations from the global
+    mean and the user's bias, shrunk by ``reg_i`` (``b_i = sum(r - mu - b_u) / (reg_i +
+    n_i)``), then every user's bias likewise with ``reg_u``.  :func:`faster`'s training
+    split fits ``BaselineOnly`` with it: the biases equal Surprise's but for the rounding of
+    the sums (which add in another order):
+
+    >>> import pandas as pd
+    >>> from surprise import BaselineOnly, Dataset, Reader
+    >>> from surprise.prediction_algorithms.optimize_baselines import baseline_als as loop
+    >>> frame = pd.DataFrame({"u": [0, 0, 1, 1, 2, 2, 3], "i": [0, 1, 0, 2, 1, 2, 0],
+    ...                       "r": [5.0, 3.0, 4.0, 1.0, 2.0, 4.0, 3.0]})
+    >>> train = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
+    >>> slow = BaselineOnly(bsl_options={"reg_u": 2, "reg_i": 3}, verbose=False)
+    >>> slow.trainset = train
+    >>> bu, bi = loop(slow)
+    >>> quick = BaselineOnly(bsl_options={"reg_u": 2, "reg_i": 3}, verbose=False)
+    >>> quick = quick.fit(faster(train))
+    >>> bool(np.allclose(quick.bu, bu, rtol=0, atol=1e-12) and
+    ...      np.allclose(quick.bi, bi, rtol=0, atol=1e-12))
+    True
+    """
+    u, i, r = faster(trainset).arrays()
+    deviation = r - trainset.global_mean
+    per_item = np.bincount(i, minlength=trainset.n_items)
+    per_user = np.bincount(u, minlength=trainset.n_users)
+    bu, bi = np.zeros(trainset.n_users), np.zeros(trainset.n_items)
+    for _ in range(int(n_epochs)):
+        bi = np.bincount(i, weights=deviation - bu[u], minlength=trainset.n_items)
+        bi /= reg_i + per_item
+        bu = np.bincount(u, weights=deviation - bi[i], minlength=trainset.n_users)
+        bu /= reg_u + per_user
+    return bu, bi
 
 
 # ---------------------------------------------------------------- the validation split
@@ -176,19 +246,46 @@ def validation_split(trainset, size: float = 0.1, max_ratings="auto", seed: int 
     validation : list of (user, item, rating)
         The ratings they are compared on, in Surprise's testset format.
     """
-    from surprise import Dataset, Reader
-    from surprise.model_selection import train_test_split
+    from math import ceil
 
-    frame = pd.DataFrame(trainset.build_testset(), columns=["user", "item", "rating"])
+    fast = faster(trainset)
+    users, items, ratings = fast.arrays()
+    rows = np.arange(users.size)
     if max_ratings == "auto":
-        max_ratings = None if len(frame) <= TUNE_AUTO_ABOVE else TUNE_AUTO_SAMPLE
-    if max_ratings is not None and len(frame) > max_ratings:
-        frame = frame.sample(n=int(max_ratings), random_state=seed)
+        max_ratings = None if rows.size <= TUNE_AUTO_ABOVE else TUNE_AUTO_SAMPLE
+    if max_ratings is not None and rows.size > max_ratings:
+        rows = pd.Series(rows).sample(n=int(max_ratings), random_state=seed).to_numpy()
         print(f"large data: the settings are compared on a random {int(max_ratings):,} "
               "of the training ratings")
-    data = Dataset.load_from_df(frame, Reader(rating_scale=trainset.rating_scale))
-    fit_part, validation = train_test_split(data, test_size=size, random_state=seed)
-    return faster(fit_part), validation
+    # what Surprise's train_test_split(test_size=size, random_state=seed) makes of these
+    # ratings, without a Dataset of them: the same permutation, the first part to fit on
+    order = rows[np.random.RandomState(seed).permutation(rows.size)]
+    part, held = np.split(order, [rows.size - ceil(size * rows.size)])
+    raw_users = [fast.to_raw_uid(u) for u in range(fast.n_users)]
+    raw_items = [fast.to_raw_iid(i) for i in range(fast.n_items)]
+    validation = [(raw_users[u], raw_items[i], r) for u, i, r in
+                  zip(users[held].tolist(), items[held].tolist(), ratings[held].tolist())]
+    return _subset(fast, part), validation
+
+
+def _subset(fast, rows):
+    """The Surprise ``Trainset`` (made :func:`faster`) that Surprise builds from the
+    ratings ``rows`` of the :func:`faster` training split ``fast``, in that order: inner IDs
+    numbered by first appearance, ``ur`` and ``ir`` in the order of ``rows``."""
+    from collections import defaultdict
+
+    from surprise import Trainset
+
+    users, items, ratings = fast.arrays()
+    user_codes, user_inner = pd.factorize(users[rows])
+    item_codes, item_inner = pd.factorize(items[rows])
+    ur, ir = defaultdict(list), defaultdict(list)
+    for u, i, r in zip(user_codes.tolist(), item_codes.tolist(), ratings[rows].tolist()):
+        ur[u].append((i, r))
+        ir[i].append((u, r))
+    return faster(Trainset(ur, ir, len(ur), len(ir), int(len(rows)), fast.rating_scale,
+                           {fast.to_raw_uid(u): k for k, u in enumerate(user_inner.tolist())},
+                           {fast.to_raw_iid(i): k for k, i in enumerate(item_inner.tolist())}))
 
 
 # ---------------------------------------------------------------- the search
@@ -212,6 +309,8 @@ class Search:
     path: pd.DataFrame
     margin: float
     edges: list = field(default_factory=list)
+    screened: pd.DataFrame | None = None
+    screening: str = ""
 
     @property
     def start_score(self) -> float:
@@ -229,8 +328,11 @@ class Search:
         def shown(settings):
             return ", ".join(f"{k}={v:g}" for k, v in settings.items())
 
-        text = (f"{self.name}: {len(self.table)} settings tried on the validation split; "
-                f"start ({shown(self.start)}): validation MSE {self.start_score:.3f}; "
+        screened = "" if self.screened is None else (
+            f"{len(self.screened)} settings screened on {self.screening or 'part of the data'}"
+            ", the best of each coarse pass and the refinement's on all of it: ")
+        text = (f"{self.name}: {screened}{len(self.table)} settings tried on the validation "
+                f"split; start ({shown(self.start)}): validation MSE {self.start_score:.3f}; "
                 f"chosen ({shown(self.best)}): {self.score:.3f}.")
         for name in self.edges:
             text += (f"\n  {name}={self.best[name]:g} is the end of its ladder and the value "
@@ -243,12 +345,18 @@ class Search:
 
 def coordinate_search(evaluate: Callable[[dict], float], ladders: Mapping[str, Sequence],
                       start: Mapping, margin: float = 0.01, max_rounds: int = 10,
-                      name: str = "search", progress=None, workers: int = 1) -> Search:
+                      name: str = "search", progress=None, workers: int = 1,
+                      screen: Callable[[dict], float] | None = None, keep: int = 2,
+                      screening: str = "") -> Search:
     """Choose settings that minimise ``evaluate(settings)``, one setting at a time.
 
     1. **Coarse pass.**  For each setting in the order of ``ladders``, every value of its
        ladder is tried with the other settings held; the best value is kept if it beats
-       the current settings by more than ``margin`` (relative).
+       the current settings by more than ``margin`` (relative).  With ``screen``, a
+       cheaper estimate of ``evaluate`` (the same model fitted on part of the data), every
+       value is first *screened* with it and only the ``keep`` best are evaluated:
+       successive halving, many candidates on little data and the few best on all of it
+       (``screening`` says on what, for the summary).
     2. **Refinement.**  Round after round, each setting moves to a neighbouring value of
        its ladder, and on in the same direction, while each move beats the current
        settings by more than ``margin``; it stops when a whole round moves nothing (or
@@ -260,7 +368,8 @@ def coordinate_search(evaluate: Callable[[dict], float], ladders: Mapping[str, S
     what makes the others comparable (for an SGD, the learning rate: a model that has
     barely moved from its start tells little about its size or its regularisation).
     Settings of ``start`` without a ladder are passed as they are; a ladder without a
-    start value starts from its first value.  With ``workers`` > 1 the values of a coarse
+    start value starts from its first value.  With ``workers`` > 1 (an int, or a function
+    asked before each parallel step) the values of a coarse
     pass, which do not depend on each other, are evaluated in that many forked processes
     at once (``evaluate`` must be deterministic: the search then takes the same path).
 
@@ -280,7 +389,7 @@ def coordinate_search(evaluate: Callable[[dict], float], ladders: Mapping[str, S
         if start[key] not in ladder:
             raise ValueError(f"the start value {key}={start[key]!r} is not in its ladder "
                              f"{ladder}")
-    trials = _Trials(evaluate, ladders, margin, progress, workers)
+    trials = _Trials(evaluate, ladders, margin, progress, workers, screen, keep)
     best = trials.move(dict(start), "start")
     for key in ladders:
         best = _coarse(trials, best, key)
@@ -292,27 +401,51 @@ def coordinate_search(evaluate: Callable[[dict], float], ladders: Mapping[str, S
             break
     edges = [key for key in ladders if _at_edge(trials, best, key)]
     return Search(name, dict(start), best, trials(best, ""), pd.DataFrame(trials.rows),
-                  pd.DataFrame(trials.moves), margin, edges)
+                  pd.DataFrame(trials.moves), margin, edges,
+                  None if screen is None else pd.DataFrame(trials.screened), screening)
 
 
 class _Trials:
     """The settings a search has tried, each evaluated once, and the moves it made."""
 
-    def __init__(self, evaluate, ladders, margin, progress, workers=1):
+    def __init__(self, evaluate, ladders, margin, progress, workers=1, screen=None, keep=2):
         self.evaluate, self.ladders, self.margin = evaluate, ladders, margin
         self.progress, self.cache, self.rows, self.moves = progress, {}, [], []
         self.workers, self.ahead = workers, {}
+        self.screen, self.keep, self.screened = screen, keep, []
+
+    def _workers(self) -> int:
+        return self.workers() if callable(self.workers) else self.workers
 
     def prefetch(self, candidates: list[dict]) -> None:
         """Evaluate ``candidates`` not seen yet in forked worker processes, in parallel;
         :meth:`__call__` then records each in order as if it had been evaluated there."""
         todo = [c for c in candidates if self._key(c) not in self.cache
                 and self._key(c) not in self.ahead]
-        if self.workers < 2 or len(todo) < 2:
+        workers = self._workers()
+        if workers < 2 or len(todo) < 2:
             return
-        for c, value in zip(todo, _in_parallel(self.evaluate, todo, self.workers)):
+        for c, value in zip(todo, _in_parallel(self.evaluate, todo, workers)):
             self.ahead[self._key(c)] = value
             count_candidate("coordinate_search")  # trained, whether or not the path visits it
+
+    def shortlist(self, best: dict, key: str, stage: str) -> list:
+        """The ``keep`` values of ``key``'s ladder that screen best (in ladder order), every
+        value screened with the others held (in parallel, with workers)."""
+        ladder = self.ladders[key]
+        candidates = [{**best, key: v} for v in ladder]
+        workers = self._workers()
+        if workers > 1:
+            scores = _in_parallel(self.screen, candidates, workers)
+        else:
+            scores = [float(self.screen(dict(c))) for c in candidates]
+        for c, value in zip(candidates, scores):
+            count_candidate("coordinate_search")
+            self.screened.append({"stage": stage, **c, "screened MSE": value})
+        if self.progress is not None:
+            self.progress.update(len(candidates))
+        scores = [v if np.isfinite(v) else np.inf for v in scores]
+        return [ladder[j] for j in sorted(np.argsort(scores, kind="stable")[:self.keep])]
 
     def _key(self, settings) -> tuple:
         return tuple(settings[k] for k in self.ladders)
@@ -362,15 +495,20 @@ def _in_parallel(evaluate, candidates: list[dict], workers: int) -> list[float]:
     gc.freeze()
     try:
         with multiprocessing.get_context("fork").Pool(min(workers, len(candidates))) as pool:
-            return pool.map(_evaluate_forked, candidates, chunksize=1)
+            # the last first: along a ladder of sizes or passes the last fits take longest,
+            # and started first they do not leave one core waiting on them at the end
+            return pool.map(_evaluate_forked, candidates[::-1], chunksize=1)[::-1]
     finally:
         gc.unfreeze()
         _EVALUATE = None
 
 
 def _coarse(trials: _Trials, best: dict, key: str) -> dict:
-    """Every value of ``key``'s ladder, the others held; the best if it beats ``best``."""
+    """Every value of ``key``'s ladder (with screening, the values it shortlists), the others
+    held; the best if it beats ``best``."""
     stage, ladder = f"coarse: {key}", trials.ladders[key]
+    if trials.screen is not None:
+        ladder = trials.shortlist(best, key, stage)
     trials.prefetch([{**best, key: v} for v in ladder])
     scores = [trials({**best, key: v}, stage) for v in ladder]
     candidate = {**best, key: ladder[int(np.argmin(scores))]}
@@ -477,36 +615,79 @@ def surprise_mse(algorithm, ratings, encoded=None) -> float:
     return float(np.mean((estimates(algorithm, ratings, (u, i, r)) - r) ** 2))
 
 
-#: Training ratings from which :func:`tune` fits a coarse pass's candidates in parallel.
-PARALLEL_RATINGS = 200_000
+#: Seconds of the starting settings' fit from which :func:`tune` fits the candidates of a
+#: coarse pass in parallel (a shorter fit takes less than starting a process).
+PARALLEL_SECONDS = 0.5
+
+#: :func:`tune` screens candidates (successive halving) when the settings are compared on
+#: at least this many training ratings: on a random :data:`SCREEN_SHARE` of the readers.
+SCREEN_ABOVE = 200_000
+SCREEN_SHARE = 0.25
+
+
+def readers_share(fit_part, validation, share: float = SCREEN_SHARE, seed: int = 0):
+    """``(part, part_validation)``: the ratings of a random ``share`` of the readers of
+    ``fit_part`` (all of each chosen reader's ratings, so that a reader has as many as
+    before), and the validation ratings of the same readers."""
+    fast = faster(fit_part)
+    chosen = np.random.default_rng(seed).random(fast.n_users) < share
+    users, _, _ = fast.arrays()
+    part = _subset(fast, np.flatnonzero(chosen[users]))
+    known = part._raw2inner_id_users
+    return part, [t for t in validation if t[0] in known]
 
 
 def tune(make: Callable[..., object], ladders: Mapping[str, Sequence], start: Mapping,
-         fit_part, validation, margin: float = 0.01, name: str | None = None) -> Search:
+         fit_part, validation, margin: float = 0.01, name: str | None = None,
+         seed: int = 0) -> Search:
     """:func:`coordinate_search` of a Surprise algorithm's settings on a validation split.
 
     ``make(**settings)`` returns an unfitted algorithm (e.g. ``SVD(random_state=0,
     **settings)``); each candidate is fitted on ``fit_part`` and scored by its MSE on
     ``validation`` (both from :func:`validation_split`; see :func:`surprise_mse`).  A
     progress bar counts the fits.
+
+    Where the fits take long, they use the machine's cores and less data:
+
+    * when the starting settings' fit takes :data:`PARALLEL_SECONDS` or more, the
+      candidates of a coarse pass (and both neighbours of a refinement) are fitted on
+      every core at once (Surprise is single-threaded; the search takes the same path);
+    * from :data:`SCREEN_ABOVE` training ratings, each coarse pass first screens every
+      value of its ladder on the ratings of a random quarter of the readers
+      (:func:`readers_share`, seeded by ``seed``) and fits only the best two on all of
+      ``fit_part`` (successive halving); the refinement compares its neighbours on all of
+      it, so a value the screening passed over is still reached when it is better.
     """
     from .progress import tqdm
 
     name = name or type(make(**{**start, **{k: v[0] for k, v in ladders.items()
                                               if k not in start}})).__name__
     encoded = _encoded(fit_part, validation)
+    seconds = []  # of each fit in this process: the first is the starting settings'
 
     def evaluate(settings):
+        began = time.perf_counter()
         algorithm = make(**settings)
         algorithm.fit(fit_part)
+        seconds.append(time.perf_counter() - began)
         return surprise_mse(algorithm, validation, encoded)
 
-    # on large data the values of a coarse pass are fitted on every core at once (Surprise
-    # is single-threaded); on small data a fit takes less than starting a process
-    workers = (os.cpu_count() or 1) if fit_part.n_ratings >= PARALLEL_RATINGS else 1
+    def workers():  # Surprise is single-threaded: long fits go to every core at once
+        return (os.cpu_count() or 1) if seconds and seconds[0] >= PARALLEL_SECONDS else 1
+
+    screen, screening = None, ""
+    if fit_part.n_ratings >= SCREEN_ABOVE:
+        part, part_validation = readers_share(fit_part, validation, SCREEN_SHARE, seed)
+        part_encoded = _encoded(part, part_validation)
+        screening = (f"a random {SCREEN_SHARE:.0%} of the readers ({part.n_ratings:,} "
+                     "training ratings)")
+
+        def screen(settings):
+            return surprise_mse(make(**settings).fit(part), part_validation, part_encoded)
+
     with tqdm(desc=f"{name} search", unit=" fits") as bar:
         found = coordinate_search(evaluate, ladders, start, margin, name=name, progress=bar,
-                                  workers=workers)
+                                  workers=workers, screen=screen, screening=screening)
     sys.stderr.flush()  # the bar's last line before whatever is printed next
     return found
 

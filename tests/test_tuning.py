@@ -218,3 +218,75 @@ def test_learning_curve_and_scores_predict_as_surprise_does(biased):
     for p in predictions[:50]:
         raw = model.estimate(train.to_inner_uid(p.uid), train.to_inner_iid(p.iid))
         assert scores[train.to_inner_uid(p.uid), train.to_inner_iid(p.iid)] == pytest.approx(raw)
+
+
+def _surprise_ratings(n=3_000, users=120, items=60, seed=0):
+    import pandas as pd
+    from surprise import Dataset, Reader
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"u": [f"u{k}" for k in rng.integers(users, size=n)],
+                          "i": [f"b{k}" for k in rng.integers(items, size=n)],
+                          "r": rng.integers(1, 6, size=n).astype(float)})
+    return Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_the_validation_split_is_the_one_surprise_would_build(sampled, monkeypatch):
+    """``validation_split`` builds its parts from arrays: the same training split
+    (inner IDs, ``ur``, ``ir``) and the same validation ratings as Surprise's own
+    ``train_test_split`` of those ratings (after the same random sample, if any)."""
+    import pandas as pd
+    from surprise import Dataset, Reader
+    from surprise.model_selection import train_test_split
+
+    from recsys_helpers import surprise_tools
+
+    train = surprise_tools.faster(_surprise_ratings().build_full_trainset())
+    if sampled:
+        monkeypatch.setattr(surprise_tools, "TUNE_AUTO_ABOVE", 2_000)
+        monkeypatch.setattr(surprise_tools, "TUNE_AUTO_SAMPLE", 1_500)
+    fit_part, validation = surprise_tools.validation_split(train, 0.1, "auto", seed=4)
+    frame = pd.DataFrame(train.build_testset(), columns=["user", "item", "rating"])
+    if sampled:
+        frame = frame.sample(n=1_500, random_state=4)
+    data = Dataset.load_from_df(frame, Reader(rating_scale=train.rating_scale))
+    expected, held = train_test_split(data, test_size=0.1, random_state=4)
+    assert validation == held and fit_part.n_ratings == expected.n_ratings
+    assert dict(fit_part.ur) == dict(expected.ur) and dict(fit_part.ir) == dict(expected.ir)
+    assert fit_part._raw2inner_id_users == expected._raw2inner_id_users
+    assert fit_part._raw2inner_id_items == expected._raw2inner_id_items
+
+
+def test_screening_keeps_whole_readers_and_still_finds_the_best():
+    """Successive halving: a reader screened keeps every rating; the screen fits fewer
+    ratings; a coarse pass fits only the values screening best on all the data, and the
+    refinement still reaches the best value the screening passed over."""
+    from recsys_helpers.surprise_tools import coordinate_search, faster, readers_share
+
+    train = faster(_surprise_ratings().build_full_trainset())
+    validation = [(train.to_raw_uid(u), train.to_raw_iid(i), r)
+                  for u, i, r in list(train.all_ratings())[:300]]
+    part, part_validation = readers_share(train, validation, 0.25, seed=1)
+    assert 0.1 * train.n_users < part.n_users < 0.4 * train.n_users
+    for raw, inner in part._raw2inner_id_users.items():
+        assert len(part.ur[inner]) == len(train.ur[train.to_inner_uid(raw)])
+    assert {u for u, _, _ in part_validation} <= set(part._raw2inner_id_users)
+    assert len(part_validation) == sum(u in part._raw2inner_id_users for u, _, _ in validation)
+
+    def bowl(s):
+        return (s["a"] - 4) ** 2 + (s["b"] - 20) ** 2 + 1
+
+    def screen(s):  # a cheaper estimate that prefers a = 2 (and b = 20)
+        return (s["a"] - 2) ** 2 + (s["b"] - 20) ** 2 + 1
+
+    ladders = {"a": [1, 2, 3, 4, 5], "b": [5, 10, 20, 50]}
+    plain = coordinate_search(bowl, ladders, {"a": 1, "b": 50})
+    for workers in (1, 2):
+        halved = coordinate_search(bowl, ladders, {"a": 1, "b": 50}, screen=screen, keep=2,
+                                   workers=workers, screening="a quarter")
+        assert halved.best == plain.best == {"a": 4, "b": 20}
+        assert len(halved.screened) == sum(map(len, ladders.values()))
+        coarse = halved.table[halved.table.stage.str.startswith("coarse")]
+        assert len(coarse) <= 2 * len(ladders) < len(plain.table)
+        assert "screened on a quarter" in str(halved)
