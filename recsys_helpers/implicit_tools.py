@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,9 +32,9 @@ import numpy as np
 
 from .interactions import Interactions, PositiveSet
 from .metrics import auc_exact, auc_sampled, precision_recall_at_k, top_k
-from .progress import trange
+from .progress import tqdm, trange
 from .results import record, recorded
-from .tuning import EarlyStopping, count_candidate
+from .tuning import EarlyStopping, count_candidate, forked_map
 
 __all__ = ["LADDER", "Scale", "scale_for", "tuning_part", "Scorer", "factor_state", "Trained",
            "train_bpr", "Validation", "Search", "search_learning_rate", "HeldOut",
@@ -84,13 +85,16 @@ class Scale:
     ``num_threads``: ``implicit``'s threads (1: the same numbers every run; 0: all
     cores, faster, results vary a little).  ``eval_users``: how many test users are
     ranked against every book (``None``: all).  ``tune_users``: the users whose training
-    interactions the candidate settings are compared on (``None``: all).
+    interactions the candidate settings are compared on (``None``: all).  ``workers``:
+    how many candidates of a search train at once, each on one thread (large data: one
+    per core).
     """
 
     large: bool
     num_threads: int
     eval_users: int | None
     tune_users: int | None
+    workers: int = 1
 
     def __str__(self) -> str:
         threads = ("1 thread (the same numbers every run)" if self.num_threads == 1
@@ -100,23 +104,28 @@ class Scale:
                      else f"{self.eval_users:,} random test users ranked against every book")
         tuned = ("every training interaction used for tuning" if self.tune_users is None
                  else f"settings compared on {self.tune_users:,} random users")
+        if self.workers > 1:
+            tuned += f", {self.workers} candidates at a time (one thread each)"
         return f"{'large' if self.large else 'small'} data: {threads}; {evaluated}; {tuned}"
 
 
 def scale_for(n_users: int, *, num_threads="auto", eval_users="auto", tune_users="auto",
-              large_from: int = LARGE_FROM, verbose: bool = True) -> Scale:
+              workers="auto", large_from: int = LARGE_FROM, verbose: bool = True) -> Scale:
     """The :class:`Scale` for data with ``n_users`` users; ``"auto"`` picks by size.
 
     Small data (at most ``large_from`` users): one thread, every test user evaluated,
     every training interaction used for tuning.  Large data (the real Goodreads file:
     256,088 users): all cores, 2,000 random test users (ranking 250,000 books per user is
-    slow), candidates compared on 20,000 random users.  Any setting can be given instead.
+    slow), candidates compared on 20,000 random users, one per core at a time.  Any
+    setting can be given instead.
     """
     large = n_users > large_from
     scale = Scale(large=large,
                   num_threads=(0 if large else 1) if num_threads == "auto" else int(num_threads),
                   eval_users=(2_000 if large else None) if eval_users == "auto" else eval_users,
-                  tune_users=(20_000 if large else None) if tune_users == "auto" else tune_users)
+                  tune_users=(20_000 if large else None) if tune_users == "auto" else tune_users,
+                  workers=((os.cpu_count() or 1) if large else 1) if workers == "auto"
+                  else int(workers))
     if verbose:
         print(f"{n_users:,} users, {scale}")
     return scale
@@ -432,7 +441,7 @@ def search_learning_rate(X, validate: Callable, *, start: float = 0.01,
                          max_iterations: int = 200, every: int = 20,
                          patience: int | None = 3, min_iterations: int = 100,
                          default_iterations: int = 100, label: str = "",
-                         progress: bool = True, **bpr) -> Search:
+                         progress: bool = True, workers: int = 1, **bpr) -> Search:
     """Choose ``implicit``'s learning rate and number of iterations on a validation split.
 
     Every candidate is trained on ``X`` (the fit part of the training data) with the same
@@ -449,33 +458,42 @@ def search_learning_rate(X, validate: Callable, *, start: float = 0.01,
     an optimum between two rungs is at most half a decade away — and it costs three or
     four candidates rather than the whole ladder.  ``default_iterations``: kept with
     ``start`` when no validation AUC can be computed (the search then says so).
+
+    ``workers`` > 1: candidates are trained that many at a time, in forked processes
+    (give ``num_threads=1``: each on one core).  Each candidate the walk needs is trained
+    together with the next one in the same direction, which the walk needs if this one
+    improves; the walk, its figures and its choice are those of one candidate at a time,
+    and a candidate trained ahead that the walk does not reach is counted as trained but
+    not listed.
     """
     ladder = sorted(float(v) for v in set(ladder))
     here = int(np.argmin([abs(math.log(v / start)) for v in ladder]))
     min_iterations = min(min_iterations, max_iterations)
     trials: dict = {}
 
+    def train(k: int, shown: bool = True) -> Trained:
+        return train_bpr(X, ladder[k], max_iterations, every=every, validate=validate,
+                         monitor=monitor, patience=patience, min_iterations=min_iterations,
+                         desc=f"{label}learning rate {ladder[k]:g}",
+                         progress=progress and shown, **bpr)
+
+    ahead = _Ahead(train, ladder, workers, f"{label}learning rates", progress)
+
     def run(k: int) -> float:
-        lr = ladder[k]
-        t = train_bpr(X, lr, max_iterations, every=every, validate=validate,
-                      monitor=monitor, patience=patience, min_iterations=min_iterations,
-                      desc=f"{label}learning rate {lr:g}", progress=progress, **bpr)
-        trials[lr] = t
-        count_candidate("search_learning_rate")
-        if t.diverged and not np.isfinite(t.best_value):
-            print(f"{label}learning rate {lr:g}: the factors diverged (NaN)")
-        else:
-            others = ", ".join(f"{_words(n)} {t.at_best(n):.3f}" for n in t.history
-                               if n not in ("iterations", monitor))
-            print(f"{label}learning rate {lr:g}: best {_words(monitor)} {t.best_value:.3f} "
-                  f"after {t.best_iterations} iterations" + (f" ({others})" if others else "")
-                  + (" (then diverged)" if t.diverged else ""))
+        t = ahead.pop(k)
+        if t is None:
+            t = train(k)
+            count_candidate("search_learning_rate")
+        trials[ladder[k]] = t
+        print(_tried(label, t, monitor))
         return t.best_value
 
+    ahead.train(here, here + 1)
     best, best_value = here, run(here)
     for direction in (+1, -1):
         k, moved = here + direction, False
         while 0 <= k < len(ladder):
+            ahead.train(k, k + direction)
             value = run(k)
             if not value > best_value:
                 break
@@ -489,6 +507,63 @@ def search_learning_rate(X, validate: Callable, *, start: float = 0.01,
                       fell_back=True, label=label, monitor=monitor, ladder=tuple(ladder))
     return Search(trials, ladder[best], chosen.best_iterations, best_value, label=label,
                   monitor=monitor, ladder=tuple(ladder))
+
+
+def _tried(label: str, t: Trained, monitor: str) -> str:
+    """The line a search prints for a candidate it tried."""
+    lr = t.learning_rate
+    if t.diverged and not np.isfinite(t.best_value):
+        return f"{label}learning rate {lr:g}: the factors diverged (NaN)"
+    others = ", ".join(f"{_words(n)} {t.at_best(n):.3f}" for n in t.history
+                       if n not in ("iterations", monitor))
+    return (f"{label}learning rate {lr:g}: best {_words(monitor)} {t.best_value:.3f} "
+            f"after {t.best_iterations} iterations" + (f" ({others})" if others else "")
+            + (" (then diverged)" if t.diverged else ""))
+
+
+class _Ahead:
+    """Candidates of a learning-rate walk trained ahead, ``workers`` at once in forked
+    processes (none with one worker), kept until the walk reaches them."""
+
+    def __init__(self, train: Callable, ladder: list, workers: int, desc: str,
+                 progress: bool):
+        self._train, self.ladder, self.workers = train, ladder, workers
+        self.desc, self.progress, self.kept, self.done = desc, progress, {}, set()
+
+    def train(self, *ks: int) -> None:
+        todo = [k for k in ks if 0 <= k < len(self.ladder) and k not in self.kept
+                and k not in self.done]
+        if self.workers < 2 or len(todo) < 2:
+            return
+        rates = " and ".join(f"{self.ladder[k]:g}" for k in todo)
+        with tqdm(total=len(todo), desc=f"{self.desc} {rates} at once",
+                  disable=not self.progress) as bar:
+            trained = forked_map(lambda k: _portable(self._train(k, shown=False)), todo,
+                                 self.workers, bar.update)
+        for k, t in zip(todo, trained):
+            self.kept[k] = t
+            count_candidate("search_learning_rate")  # trained, whether or not walked to
+
+    def pop(self, k: int) -> Trained | None:
+        """Candidate ``k`` if it was trained ahead (the walk has reached it)."""
+        self.done.add(k)
+        return self.kept.pop(k, None)
+
+
+@dataclass
+class _Kept:
+    """What :class:`Trained` reads of its early stopping, without the model's factors."""
+
+    best_value: float
+    best_step: int
+
+
+def _portable(t: Trained) -> Trained:
+    """``t`` without its model (a candidate trained in a worker sends back its learning
+    curve and its best figures; the chosen setting is trained again anyway)."""
+    kept = None if t.stopper is None else _Kept(float(t.stopper.best_value),
+                                                int(t.stopper.best_step))
+    return Trained(None, t.learning_rate, t.history, kept, t.diverged)
 
 
 def _words(name: str) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .tuning import count_candidate
+from .tuning import count_candidate, forked_map
 
 __all__ = ["SVD_DEFAULTS", "BASELINE_DEFAULTS", "TUNE_AUTO_ABOVE", "TUNE_AUTO_SAMPLE",
            "compact", "faster", "baseline_als", "validation_split", "Search", "coordinate_search", "estimates",
@@ -475,32 +475,9 @@ class _Trials:
         return settings
 
 
-_EVALUATE = None  # the function the forked workers evaluate (inherited, never pickled)
-
-
-def _evaluate_forked(settings: dict) -> float:
-    return float(_EVALUATE(dict(settings)))
-
-
 def _in_parallel(evaluate, candidates: list[dict], workers: int) -> list[float]:
-    """``[evaluate(c) for c in candidates]`` in ``workers`` forked processes (they inherit
-    the training data instead of receiving a copy)."""
-    import gc
-    import multiprocessing
-
-    global _EVALUATE
-    _EVALUATE = evaluate
-    # objects that exist before the fork are left out of the workers' garbage collections,
-    # which would otherwise touch (and so copy) every page of the kernel's objects
-    gc.freeze()
-    try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(candidates))) as pool:
-            # the last first: along a ladder of sizes or passes the last fits take longest,
-            # and started first they do not leave one core waiting on them at the end
-            return pool.map(_evaluate_forked, candidates[::-1], chunksize=1)[::-1]
-    finally:
-        gc.unfreeze()
-        _EVALUATE = None
+    """``[evaluate(c) for c in candidates]`` in ``workers`` forked processes."""
+    return [float(v) for v in forked_map(lambda c: evaluate(dict(c)), candidates, workers)]
 
 
 def _coarse(trials: _Trials, best: dict, key: str) -> dict:

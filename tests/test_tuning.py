@@ -290,3 +290,40 @@ def test_screening_keeps_whole_readers_and_still_finds_the_best():
         coarse = halved.table[halved.table.stage.str.startswith("coarse")]
         assert len(coarse) <= 2 * len(ladders) < len(plain.table)
         assert "screened on a quarter" in str(halved)
+
+
+def test_a_learning_rate_walk_two_candidates_at_a_time_takes_the_same_steps(tmp_path,
+                                                                            monkeypatch):
+    """``search_learning_rate`` with workers: candidates trained in forked processes, each
+    on one thread, give the walk, the figures and the choice of one at a time; a candidate
+    trained ahead that the walk does not reach is counted, not listed."""
+    import scipy.sparse as sp
+
+    from recsys_helpers.implicit_tools import search_learning_rate
+    from recsys_helpers.tuning import CANDIDATE_LOG, candidates_counted
+
+    X = sp.random(60, 80, density=0.1, format="csr", random_state=0)
+    X.data[:] = 1
+    log = tmp_path / "candidates"
+    monkeypatch.setenv(CANDIDATE_LOG, str(log))
+    settings = dict(start=0.01, max_iterations=20, every=10, min_iterations=10, factors=4,
+                    random_state=0, num_threads=1, progress=False)
+    # the validation figure peaks at 10 ** peak, and depends on what the model learned
+    for peak, walked, chosen, ahead in ((-1.2, [0.01, 0.03, 0.1, 0.3], 0.1, 0),
+                                        (-1.5, [0.01, 0.03, 0.1], 0.03, 1)):
+        def validate(model, peak=peak):
+            return {"validation_auc": -abs(np.log10(model.learning_rate) - peak)
+                    + 1e-3 * float(np.tanh(model.item_factors).mean())}
+
+        alone = search_learning_rate(X, validate, **settings)
+        assert sorted(alone.trials) == walked and alone.learning_rate == chosen
+        assert candidates_counted(log) == len(walked)
+        log.unlink()
+        together = search_learning_rate(X, validate, workers=2, **settings)
+        assert list(together.trials) == list(alone.trials)
+        assert (together.learning_rate, together.iterations, together.value) == (
+            alone.learning_rate, alone.iterations, alone.value)
+        for lr, t in alone.trials.items():
+            assert together.trials[lr].history == t.history
+        assert candidates_counted(log) == len(walked) + ahead
+        log.unlink()
