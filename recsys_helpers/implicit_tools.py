@@ -32,7 +32,7 @@ import numpy as np
 
 from .interactions import Interactions, PositiveSet
 from .metrics import auc_exact, auc_sampled, precision_recall_at_k, top_k
-from .progress import tqdm, trange
+from .progress import tqdm
 from .results import record, recorded
 from .tuning import EarlyStopping, count_candidate, forked_map
 
@@ -86,8 +86,8 @@ class Scale:
     cores, faster, results vary a little).  ``eval_users``: how many test users are
     ranked against every book (``None``: all).  ``tune_users``: the users whose training
     interactions the candidate settings are compared on (``None``: all).  ``workers``:
-    how many candidates of a search train at once, each on one thread (large data: one
-    per core).
+    how many candidates of a search train at once, each on one thread (large data: two,
+    one per core, which is what the learning-rate walk can use).
     """
 
     large: bool
@@ -116,7 +116,7 @@ def scale_for(n_users: int, *, num_threads="auto", eval_users="auto", tune_users
     Small data (at most ``large_from`` users): one thread, every test user evaluated,
     every training interaction used for tuning.  Large data (the real Goodreads file:
     256,088 users): all cores, 2,000 random test users (ranking 250,000 books per user is
-    slow), candidates compared on 20,000 random users, one per core at a time.  Any
+    slow), candidates compared on 20,000 random users, two at a time.  Any
     setting can be given instead.
     """
     large = n_users > large_from
@@ -124,7 +124,7 @@ def scale_for(n_users: int, *, num_threads="auto", eval_users="auto", tune_users
                   num_threads=(0 if large else 1) if num_threads == "auto" else int(num_threads),
                   eval_users=(2_000 if large else None) if eval_users == "auto" else eval_users,
                   tune_users=(20_000 if large else None) if tune_users == "auto" else tune_users,
-                  workers=((os.cpu_count() or 1) if large else 1) if workers == "auto"
+                  workers=(min(2, os.cpu_count() or 1) if large else 1) if workers == "auto"
                   else int(workers))
     if verbose:
         print(f"{n_users:,} users, {scale}")
@@ -335,21 +335,24 @@ def train_bpr(X, learning_rate: float, iterations: int, *, every: int = 20,
                                 get_state=get_state, set_state=set_state)
     history: dict = {"iterations": []}
     done, diverged = 0, False
-    for _ in trange(math.ceil(iterations / every), desc=desc, disable=not progress):
-        model.iterations = min(every, iterations - done)
-        try:
-            model.fit(X, show_progress=False)
-        except ModelFitError:  # NaN in the factors: this learning rate diverges
-            diverged = True
-            break
-        done += model.iterations
-        if validate is not None:
-            figures = validate(model)
-            history["iterations"].append(done)
-            for name, value in figures.items():
-                history.setdefault(name, []).append(float(value))
-            if stopper(done, figures) and done >= min_iterations:
+    rounds = math.ceil(iterations / every)
+    with tqdm(total=rounds, desc=desc, disable=not progress) as bar:  # counts rounds done,
+        for _ in range(rounds):                                       # the last one too
+            model.iterations = min(every, iterations - done)
+            try:
+                model.fit(X, show_progress=False)
+            except ModelFitError:  # NaN in the factors: this learning rate diverges
+                diverged = True
                 break
+            done += model.iterations
+            bar.update(1)
+            if validate is not None:
+                figures = validate(model)
+                history["iterations"].append(done)
+                for name, value in figures.items():
+                    history.setdefault(name, []).append(float(value))
+                if stopper(done, figures) and done >= min_iterations:
+                    break
     if stopper is not None:
         stopper.restore()
     elif diverged:
