@@ -191,13 +191,16 @@ def row(*cells) -> str:
 MARKDOWN = """\
 Measured on {m[cpus]} CPUs ({m[cpu_model]}), {gib:.0f} GiB of RAM, {m[platform]}; Python \
 {m[python]}, numpy {v[numpy]}, TensorFlow {v[tensorflow]}, implicit {v[implicit]}, \
-scikit-surprise {v[scikit-surprise]}. 1-minute load average while measuring: mean \
-{load[mean]:.1f}, at most {load[max]:.1f} (the benchmark itself accounts for about 1); the \
-seconds vary from run to run, the ratios are what to compare.
+scikit-surprise {v[scikit-surprise]}. Load average at the start and the end of each \
+phase: 1-minute mean {load[mean]:.1f}, largest reading (1- or 5-minute) {load[max]:.1f} \
+(the benchmark itself accounts for about 1); the seconds vary from run to run, the ratios \
+are what to compare.
 
 Ratios are book / ours: above 1, the course's notebook is faster or needs less memory. *Ours* \
-is the notebook executed headless on the full-size files, from the load caches (the first \
-run, which parses the files, in brackets), choosing its settings on a validation split; \
+is the notebook executed headless on the full-size files, from the load caches (in \
+brackets the first run, with the reviews files' load caches deleted first; notebook 05's \
+Parquet copy of the fantasy reviews is kept, and notebook 01's ratings file has no cache: \
+it is parsed in both runs), choosing its settings on a validation split; \
 *book* is the book's approach to the same pipeline on the same file, with the book's \
 settings and no search. Peak memory in GB of 10⁹ bytes: of a notebook, the proportional set \
 size of its kernel and the processes it starts; of the book's approach, its process's \
@@ -209,10 +212,13 @@ resident set.
 
 *Candidates*: the models the notebook's searches trained to choose its settings on the \
 validation split (cached run; first run in brackets), as the package's searches count them \
-(–: the notebook's search is its own code, which is not counted). The whole course's row \
+(–: the notebook's search is its own code, which is not counted), including the few that an \
+exercise's hidden test trains on small inputs of its own when it checks a search. The whole course's row \
 sums the seconds of the notebooks with a counterpart in the book's approach ({unpaired} has \
-none: the book does not use Spark); its peak memory is the largest of any notebook. The \
-notebooks' peaks are sampled every 0.2 s by the runner; the exact peak of the \
+none: the book does not use Spark); its peak memory is the largest of any notebook, \
+{unpaired} included. The last target's seconds are the runner's wall time for every \
+notebook, {unpaired} included, and its kernel starts. The notebooks' peaks are sampled \
+every 0.2 s by the runner; the exact peak of the \
 largest process of each run (`wait4`) was {cached} GB (cached run) and {first} GB (first \
 run). The book's peaks are exact.
 
