@@ -597,7 +597,7 @@ def _judge_model_auc(c, results, params):
     users = users[:2_000]
     zu, zi, scale = _blur(v, users, c, data.n_users, data.n_items)
     exact, counts = [], []
-    block = max(1, 2_000_000 // data.n_items)  # users scored at once: about 16 MB a matrix
+    block = max(1, 500_000 // data.n_items)  # users scored at once: about 4 MB a matrix
     for start in range(0, users.size, block):
         chunk = users[start:start + block]
         scores = v["gamma_u"][chunk] @ v["gamma_i"].T + v["beta_i"] + scale * (zu[chunk] @ zi.T)

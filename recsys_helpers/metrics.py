@@ -103,7 +103,7 @@ def _test_users(test: sp.csr_matrix, max_users, seed) -> np.ndarray:
     return users
 
 
-def _chunks(users: np.ndarray, n_items: int, budget: int = 4_000_000):
+def _chunks(users: np.ndarray, n_items: int, budget: int = 1_000_000):
     step = max(1, budget // max(n_items, 1))
     for s in range(0, users.size, step):
         yield users[s:s + step]
