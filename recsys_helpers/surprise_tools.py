@@ -34,8 +34,9 @@ import pandas as pd
 from .tuning import count_candidate, forked_map
 
 __all__ = ["SVD_DEFAULTS", "BASELINE_DEFAULTS", "TUNE_AUTO_ABOVE", "TUNE_AUTO_SAMPLE",
-           "compact", "faster", "baseline_als", "validation_split", "Search", "coordinate_search", "estimates",
-           "predict_frame", "surprise_mse", "readers_share", "tune",
+           "compact", "faster", "baseline_als", "validation_split", "Search",
+           "coordinate_search", "estimates", "predict_frame", "surprise_mse", "readers_share",
+           "tune",
            "epoch_curve", "score_matrix", "top_unseen", "top_popular", "rating_summary",
            "large_errors"]
 
@@ -63,8 +64,8 @@ def compact(data):
     every line it reads.  The test split keeps a copy per line, and the memory of the
     copies freed is not given back to the system: on a full-size synthetic file (3.2M
     lines), the notebook held 1.81 GB after the book's split (and after deleting the
-    Dataset), 1.40 GB with this.  The ratings keep their values and their order, so the splits and
-    the models fitted on them are identical:
+    Dataset), 1.40 GB with this.  The ratings keep their values and their order, so the
+    splits and the models fitted on them are identical:
 
     >>> import pandas as pd
     >>> from surprise import Dataset, Reader
@@ -143,18 +144,13 @@ def _fast_class(base):
                 return zip(*self._columns)
 
             def arrays(self):
-                """:meth:`columns`, made once and kept (user and item IDs as int32)."""
+                """The training ratings as three arrays, made once and kept: user and item
+                inner IDs (int32), ratings."""
                 if self._arrays is None:
                     u, i, r = self._columns
                     self._arrays = (np.asarray(u, dtype=np.int32), np.asarray(i, dtype=np.int32),
                                     np.asarray(r, dtype=float))
                 return self._arrays
-
-            def columns(self):
-                """The training ratings as three arrays: user and item inner IDs, ratings."""
-                u, i, r = self._columns
-                return (np.asarray(u, dtype=np.int64), np.asarray(i, dtype=np.int64),
-                        np.asarray(r, dtype=float))
 
         _FastTrainset = FastTrainset
     return _FastTrainset
@@ -434,11 +430,7 @@ class _Trials:
         value screened with the others held (in parallel, with workers)."""
         ladder = self.ladders[key]
         candidates = [{**best, key: v} for v in ladder]
-        workers = self._workers()
-        if workers > 1:
-            scores = _in_parallel(self.screen, candidates, workers)
-        else:
-            scores = [float(self.screen(dict(c))) for c in candidates]
+        scores = _in_parallel(self.screen, candidates, self._workers())
         for c, value in zip(candidates, scores):
             count_candidate("coordinate_search")
             self.screened.append({"stage": stage, **c, "screened MSE": value})
@@ -476,7 +468,10 @@ class _Trials:
 
 
 def _in_parallel(evaluate, candidates: list[dict], workers: int) -> list[float]:
-    """``[evaluate(c) for c in candidates]`` in ``workers`` forked processes."""
+    """``[evaluate(c) for c in candidates]``, in ``workers`` forked processes if more than
+    one."""
+    if workers < 2 or len(candidates) < 2:
+        return [float(evaluate(dict(c))) for c in candidates]
     return [float(v) for v in forked_map(lambda c: evaluate(dict(c)), candidates, workers)]
 
 
@@ -640,17 +635,17 @@ def tune(make: Callable[..., object], ladders: Mapping[str, Sequence], start: Ma
     name = name or type(make(**{**start, **{k: v[0] for k, v in ladders.items()
                                               if k not in start}})).__name__
     encoded = _encoded(fit_part, validation)
-    seconds = []  # of each fit in this process: the first is the starting settings'
+    first = []  # the seconds of the first fit, the starting settings' (in this process)
 
     def evaluate(settings):
         began = time.perf_counter()
-        algorithm = make(**settings)
-        algorithm.fit(fit_part)
-        seconds.append(time.perf_counter() - began)
+        algorithm = make(**settings).fit(fit_part)
+        if not first:
+            first.append(time.perf_counter() - began)
         return surprise_mse(algorithm, validation, encoded)
 
     def workers():  # Surprise is single-threaded: long fits go to every core at once
-        return (os.cpu_count() or 1) if seconds and seconds[0] >= PARALLEL_SECONDS else 1
+        return (os.cpu_count() or 1) if first and first[0] >= PARALLEL_SECONDS else 1
 
     screen, screening = None, ""
     if fit_part.n_ratings >= SCREEN_ABOVE:
@@ -675,7 +670,7 @@ def _training_mse(algorithm, trainset) -> float:
     """The MSE of a fitted ``SVD`` on its training ratings, as Surprise predicts them
     (every user and item known; the estimate clipped to the rating scale; with
     ``biased=False``, the factors' product alone)."""
-    u, i, r = faster(trainset).columns()
+    u, i, r = faster(trainset).arrays()
     est = np.einsum("nk,nk->n", algorithm.pu[u], algorithm.qi[i])
     if algorithm.biased:
         est = est + algorithm.trainset.global_mean + algorithm.bu[u] + algorithm.bi[i]
@@ -731,7 +726,7 @@ def score_matrix(algorithm) -> np.ndarray:
 def _train_csr(trainset):
     import scipy.sparse as sp
 
-    u, i, _ = faster(trainset).columns()
+    u, i, _ = faster(trainset).arrays()
     return sp.csr_matrix((np.ones(u.size), (u, i)), shape=(trainset.n_users, trainset.n_items))
 
 
